@@ -1,0 +1,74 @@
+# pro-app: `make run` serves the demo, `make test` runs the tests. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+WORKERS ?= 2
+CHROMIUM := /usr/bin/chromium
+export PRO_ENV ?= development
+export PRO_BASE_URL ?= http://$(HOST):$(PORT)
+
+.PHONY: run test bench translations setup setup-test chromium migrate demo clean help
+
+help:
+	@echo "make run    - set up and serve the demo on http://$(HOST):$(PORT)"
+	@echo "make test   - set up and run the test suite (SQLite; PostgreSQL too when PRO_TEST_DATABASE_URL is set)"
+	@echo "make bench  - run the benchmarks and print their figures"
+	@echo "make translations - extract, update and compile the message catalogues"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "pro-app needs Python 3.11 or newer"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the package metadata changes, so a second run starts in seconds.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable '.[test]'
+	@touch $@ $(VENV)/.installed
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test chromium
+
+instance/secret_key:
+	@mkdir -p instance && chmod 700 instance
+	@$(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > $@ && chmod 600 $@
+
+migrate: setup instance/secret_key
+	@$(BIN)/pro-app db upgrade
+
+demo: migrate
+	@$(BIN)/pro-app seed-demo
+
+run: demo
+	@echo "Serving on http://$(HOST):$(PORT)  (staff login: http://$(HOST):$(PORT)/staff/login)"
+	@exec $(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - \
+		--access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms' wsgi:app
+
+# Debian's Chromium for the browser tests (Playwright never downloads a browser here).
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
+test: setup-test
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup-test
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+translations: setup-test
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _l -o translations/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --omit-header
+	$(BIN)/pybabel compile -d translations
+
+clean:
+	rm -rf $(VENV) .pytest_cache

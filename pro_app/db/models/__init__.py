@@ -1,0 +1,15 @@
+"""The data model. Import models from here; each lives in the module of its area."""
+
+from pro_app.db.models.assessment import Alert, Answer, Assessment, Reminder, ScaleScore
+from pro_app.db.models.audit import AuditChainHead, AuditEvent
+from pro_app.db.models.base import Base
+from pro_app.db.models.participant import AccessLink, AnchorEvent, Participant
+from pro_app.db.models.staff import StaffUser, staff_sites
+from pro_app.db.models.throttle import RateLimitBucket
+from pro_app.db.models.study import Arm, ScheduleTemplate, Site, Study, Timepoint
+
+__all__ = [
+    "AccessLink", "Alert", "AnchorEvent", "Answer", "Arm", "Assessment", "AuditChainHead",
+    "AuditEvent", "Base", "Participant", "RateLimitBucket", "Reminder", "ScaleScore", "ScheduleTemplate", "Site",
+    "StaffUser", "Study", "Timepoint", "staff_sites",
+]

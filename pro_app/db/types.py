@@ -1,0 +1,45 @@
+"""Column types shared by the models."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An instant, stored in UTC and always returned time-zone aware.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so the value is stored as
+    naive UTC and UTC is attached again when read. Naive datetimes are refused on the way in:
+    an instant without a zone is a bug waiting to move an assessment window by hours.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime given for a UTC column; attach a time zone")
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        instant: datetime = value
+        if instant.tzinfo is None:
+            return instant.replace(tzinfo=timezone.utc)
+        return instant.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    """The current instant, aware, in UTC (callable default for columns)."""
+    return datetime.now(timezone.utc)

@@ -1,0 +1,164 @@
+"""The audit trail: every change to clinical, participant, schedule, user or instrument data
+goes through :func:`record_event`.
+
+Each event stores a SHA-256 hash over its own content and the previous event's hash, so an
+edited, deleted or re-ordered event breaks the chain and :func:`verify_chain` names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pro_app.db.models import AuditChainHead, AuditEvent
+from pro_app.db.types import utcnow
+
+GENESIS_HASH = "0" * 64
+_HEAD_ID = 1
+
+
+def _canonical(value: Mapping[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _event_hash(
+    *,
+    seq: int,
+    occurred_at: datetime,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str | None,
+    before: str | None,
+    after: str | None,
+    reason: str | None,
+    prev_hash: str,
+) -> str:
+    content = json.dumps(
+        [
+            seq,
+            occurred_at.isoformat(timespec="microseconds"),
+            actor,
+            action,
+            entity_type,
+            entity_id,
+            before,
+            after,
+            reason,
+            prev_hash,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def _lock_head(session: Session) -> AuditChainHead:
+    head = session.scalars(
+        select(AuditChainHead).where(AuditChainHead.id == _HEAD_ID).with_for_update()
+    ).one_or_none()
+    if head is None:
+        head = AuditChainHead(id=_HEAD_ID, last_seq=0, last_hash=GENESIS_HASH)
+        session.add(head)
+    return head
+
+
+def record_event(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: object = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+) -> AuditEvent:
+    """Append one event to the chain (flushed, not committed: the caller owns the transaction).
+
+    ``actor`` names who acted: ``staff:<id>``, ``participant:<id>``, ``cli`` or ``system``.
+    """
+    head = _lock_head(session)
+    occurred_at = utcnow()
+    fields: dict[str, Any] = {
+        "seq": head.last_seq + 1,
+        "occurred_at": occurred_at,
+        "actor": actor,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "before": _canonical(before),
+        "after": _canonical(after),
+        "reason": reason,
+        "prev_hash": head.last_hash,
+    }
+    event = AuditEvent(**fields, hash=_event_hash(**fields))
+    session.add(event)
+    head.last_seq = event.seq
+    head.last_hash = event.hash
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first event at which the chain no longer verifies, and why."""
+
+    seq: int
+    reason: str
+
+
+def _events_in_order(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def verify_chain(session: Session) -> tuple[int, ChainBreak | None]:
+    """Walk the whole chain; return how many events verified and the first break, if any."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    for event in _events_in_order(session):
+        if event.seq != expected_seq:
+            return checked, ChainBreak(expected_seq, f"event {expected_seq} is missing")
+        if event.prev_hash != expected_prev:
+            return checked, ChainBreak(event.seq, "its previous-hash link does not match")
+        recomputed = _event_hash(
+            seq=event.seq,
+            occurred_at=event.occurred_at,
+            actor=event.actor,
+            action=event.action,
+            entity_type=event.entity_type,
+            entity_id=event.entity_id,
+            before=event.before,
+            after=event.after,
+            reason=event.reason,
+            prev_hash=event.prev_hash,
+        )
+        if recomputed != event.hash:
+            return checked, ChainBreak(event.seq, "its content does not match its hash")
+        expected_prev = event.hash
+        expected_seq += 1
+        checked += 1
+    head = session.get(AuditChainHead, _HEAD_ID)
+    if head is not None and (head.last_seq != checked or head.last_hash != expected_prev):
+        return checked, ChainBreak(
+            checked + 1, f"the chain head records {head.last_seq} events but {checked} were found"
+        )
+    return checked, None

@@ -1,0 +1,119 @@
+"""Enrolling participants and creating their planned assessments."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pro_app.db.models import AnchorEvent, Arm, Assessment, Participant, Site, Study
+from pro_app.db.types import utcnow
+from pro_app.domain.errors import N_, Conflict, ValidationError
+from pro_app.domain.schedule import plan_assessments, status_at
+from pro_app.services.audit import record_event
+from pro_app.services.schedules import rules_of, study_template
+
+SUBJECT_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,38}[A-Za-z0-9]$")
+
+
+def validate_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(N_("Unknown time zone %(zone)s."), field="timezone", zone=name) from None
+    return name
+
+
+def enrol_participant(
+    session: Session,
+    *,
+    study: Study,
+    site: Site,
+    arm: Arm | None,
+    subject_code: str,
+    locale: str,
+    timezone: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    anchors: Mapping[str, datetime] | None = None,
+    actor: str,
+    now: datetime | None = None,
+) -> Participant:
+    """Enrol a participant and plan their assessments from the study's schedule template."""
+    now = now or utcnow()
+    subject_code = subject_code.strip().upper()
+    if not SUBJECT_CODE.match(subject_code):
+        raise ValidationError(
+            N_("The subject code must be 3 to 40 letters, digits or dashes."), field="subject_code"
+        )
+    if site.study_id != study.id or (arm is not None and arm.study_id != study.id):
+        raise ValidationError(N_("The site or arm does not belong to this study."), field="site")
+    exists = session.scalar(
+        select(func.count()).select_from(Participant).where(
+            Participant.study_id == study.id, Participant.subject_code == subject_code
+        )
+    )
+    if exists:
+        raise Conflict(
+            N_("Subject code %(code)s is already enrolled in this study."), field="subject_code", code=subject_code
+        )
+    participant = Participant(
+        study=study, site=site, arm=arm, subject_code=subject_code, locale=locale,
+        timezone=validate_timezone(timezone or site.timezone), email=email or None, phone=phone or None,
+        enrolled_at=now,
+    )
+    session.add(participant)
+    all_anchors = {"enrolment": now, **(anchors or {})}
+    for kind, at in all_anchors.items():
+        participant.anchors.append(AnchorEvent(kind=kind, occurred_at=at))
+    session.flush()
+    created = plan_participant_assessments(session, participant, now=now)
+    record_event(
+        session, actor=actor, action="participant.enrol", entity_type="participant", entity_id=participant.id,
+        after={
+            "study": study.code, "site": site.code, "arm": arm.code if arm else None, "subject_code": subject_code,
+            "locale": locale, "timezone": participant.timezone,
+            "anchors": {k: v.isoformat() for k, v in all_anchors.items()}, "assessments": created,
+        },
+    )
+    return participant
+
+
+def plan_participant_assessments(session: Session, participant: Participant, *, now: datetime) -> int:
+    """Create the assessments the template asks for that do not exist yet; return how many."""
+    template = study_template(session, participant.study)
+    if template is None:
+        return 0
+    anchors = {a.kind: a.occurred_at for a in participant.anchors}
+    existing = set(
+        session.execute(
+            select(Assessment.timepoint_code, Assessment.occurrence).where(Assessment.participant_id == participant.id)
+        ).tuples().all()
+    )
+    by_code = {tp.code: tp for tp in template.timepoints}
+    created = 0
+    for plan in plan_assessments(rules_of(template), anchors, participant.timezone):
+        if (plan.code, plan.occurrence) in existing:
+            continue
+        session.add(
+            Assessment(
+                participant=participant,
+                timepoint=by_code[plan.code],
+                timepoint_code=plan.code,
+                timepoint_label=plan.label,
+                occurrence=plan.occurrence,
+                instrument_code=plan.instrument_code,
+                instrument_version=participant.study.instrument_version,
+                planned_at=plan.planned_at,
+                window_opens_at=plan.window_opens_at,
+                window_closes_at=plan.window_closes_at,
+                status=status_at(plan.window_opens_at, plan.window_closes_at, now),
+            )
+        )
+        created += 1
+    session.flush()
+    return created

@@ -1,0 +1,103 @@
+"""Scale scores of completed assessments: computed from the stored answers, stored at full
+precision with the scoring algorithm's version, and recomputable at any time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pro_app.db.models import Answer, Assessment, Participant, ScaleScore, Study
+from pro_app.db.types import utcnow
+from pro_app.domain.instruments import Instrument, default_registry
+from pro_app.domain.scoring import ALGORITHM_VERSION, score_answers
+from pro_app.domain.states import AssessmentStatus
+from pro_app.services.audit import record_event
+
+
+def instrument_of(assessment: Assessment) -> Instrument:
+    return default_registry().get(assessment.instrument_code, assessment.instrument_version)
+
+
+def store_scores(session: Session, assessment: Assessment, instrument: Instrument | None = None) -> dict[str, float | None]:
+    """(Re)compute the assessment's scores from its answers and upsert one row per score.
+
+    Returns the values by score code (None = not scorable). Unchanged rows are left alone,
+    so re-scoring an unchanged assessment writes nothing.
+    """
+    instrument = instrument or instrument_of(assessment)
+    answers = dict(
+        session.execute(
+            select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment.id)
+        ).tuples().all()
+    )
+    results = score_answers(instrument, answers)
+    existing = {
+        row.scale_code: row
+        for row in session.scalars(select(ScaleScore).where(ScaleScore.assessment_id == assessment.id))
+    }
+    now = utcnow()
+    for code, result in results.items():
+        row = existing.get(code)
+        if row is None:
+            session.add(
+                ScaleScore(
+                    assessment_id=assessment.id,
+                    scale_code=code,
+                    value=result.value,
+                    items_answered=result.items_answered,
+                    algorithm_version=result.algorithm_version,
+                    computed_at=now,
+                )
+            )
+        elif (row.value, row.items_answered, row.algorithm_version) != (
+            result.value,
+            result.items_answered,
+            result.algorithm_version,
+        ):
+            row.value = result.value
+            row.items_answered = result.items_answered
+            row.algorithm_version = result.algorithm_version
+            row.computed_at = now
+    session.flush()
+    return {code: result.value for code, result in results.items()}
+
+
+@dataclass(frozen=True)
+class RescoreSummary:
+    assessments: int
+    changed: int
+
+
+def rescore(session: Session, *, study_code: str | None = None, actor: str) -> RescoreSummary:
+    """Recompute the scores of every completed assessment (of one study, or all).
+
+    Idempotent: a second run changes nothing. One audit event records the counts.
+    """
+    query = select(Assessment).where(Assessment.status == AssessmentStatus.COMPLETED.value)
+    if study_code:
+        query = query.join(Participant).join(Study).where(Study.code == study_code)
+    total = changed = 0
+    for assessment in session.scalars(query.order_by(Assessment.id)):
+        before = _stored_values(session, assessment.id)
+        after = store_scores(session, assessment)
+        total += 1
+        changed += before != after
+    record_event(
+        session,
+        actor=actor,
+        action="scores.rescore",
+        entity_type="study" if study_code else "all_studies",
+        entity_id=study_code,
+        after={"assessments": total, "changed": changed, "algorithm_version": ALGORITHM_VERSION},
+    )
+    return RescoreSummary(assessments=total, changed=changed)
+
+
+def _stored_values(session: Session, assessment_id: int) -> dict[str, float | None]:
+    return dict(
+        session.execute(
+            select(ScaleScore.scale_code, ScaleScore.value).where(ScaleScore.assessment_id == assessment_id)
+        ).tuples().all()
+    )

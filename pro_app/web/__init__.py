@@ -1,0 +1,1 @@
+"""The web layer: one blueprint per role, plus shared request plumbing."""

@@ -1,0 +1,46 @@
+"""Error pages: a clear, translated message and the right status, never a traceback."""
+
+from __future__ import annotations
+
+from flask import Flask, render_template, request
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from pro_app.extensions import database
+
+MESSAGES = {
+    400: (_l("The request could not be understood"), _l("Please go back and try again.")),
+    401: (_l("Please sign in again"), _l("Your session has ended. Open your personal link again, or sign in.")),
+    403: (_l("Access denied"), _l("You do not have permission to open this page.")),
+    404: (_l("Page not found"), _l("Check the address, or go back to the previous page.")),
+    405: (_l("Action not allowed"), _l("This page cannot be used in that way.")),
+    413: (_l("Too much data sent"), _l("The information sent was larger than allowed.")),
+    429: (_l("Too many attempts"), _l("Please wait a few minutes and try again.")),
+    500: (_l("Something went wrong"), _l("The problem has been recorded. Please try again later.")),
+    503: (_l("Service unavailable"), _l("Please try again in a few minutes.")),
+}
+
+
+def _render(status: int, detail: str | None = None) -> tuple[str | dict[str, object], int]:
+    title, message = MESSAGES.get(status, MESSAGES[500] if status >= 500 else MESSAGES[400])
+    if request.accept_mimetypes.best == "application/json":
+        return {"error": str(title), "message": detail or str(message)}, status
+    return render_template("errors/error.html", status=status, title=title, message=detail or message), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def _csrf(_error: CSRFError) -> tuple[str | dict[str, object], int]:
+        return _render(400, str(_l("The form had expired. Please go back, reload the page and try again.")))
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> tuple[str | dict[str, object], int]:
+        return _render(error.code or 500)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> tuple[str | dict[str, object], int]:
+        # Roll back whatever the failed request half-did; log it without request data.
+        database.session.rollback()
+        app.logger.exception("Unhandled error on %s %s", request.method, request.url_rule)
+        return _render(InternalServerError.code)

@@ -1,0 +1,84 @@
+"""Choosing the language and time zone of each page.
+
+Order of precedence for the language: an explicit choice (the language switcher, kept in
+the session), the participant's preference (set by patient pages on ``g``), the browser's
+Accept-Language, then the study default. Unknown codes fall back silently.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, g, redirect, request, session
+from babel import Locale
+from flask_babel import get_locale
+from werkzeug.wrappers import Response
+
+bp = Blueprint("i18n", __name__)
+
+SESSION_KEY = "lang"
+
+
+def register(app: Flask) -> None:
+    app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.globals["language_choices"] = language_choices
+
+
+def language_choices() -> list[tuple[str, str]]:
+    """Each offered language named in itself (a patient must recognise their own)."""
+    return [(code, Locale.parse(code).get_display_name(code) or code) for code in supported_locales()]
+
+
+def supported_locales() -> list[str]:
+    return list(current_app.config["LOCALES"])
+
+
+def normalise_locale(code: str | None) -> str | None:
+    """Map a requested code (``zh-CN``, ``es_MX``, ``AR``) to a supported locale, or None."""
+    if not code:
+        return None
+    wanted = code.replace("-", "_").strip()
+    by_lower = {locale.lower(): locale for locale in supported_locales()}
+    if wanted.lower() in by_lower:
+        return by_lower[wanted.lower()]
+    language = wanted.split("_", 1)[0].lower()
+    for locale in supported_locales():
+        if locale.split("_", 1)[0].lower() == language:
+            return locale
+    return None
+
+
+def select_locale() -> str:
+    explicit = normalise_locale(session.get(SESSION_KEY)) if SESSION_KEY in session else None
+    if explicit:
+        return explicit
+    preferred = normalise_locale(g.get("preferred_locale"))
+    if preferred:
+        return preferred
+    for code, _quality in request.accept_languages:
+        match = normalise_locale(code)
+        if match:
+            return match
+    return str(current_app.config["DEFAULT_LOCALE"])
+
+
+def select_timezone() -> str:
+    return str(g.get("timezone") or current_app.config["DEFAULT_TIMEZONE"])
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only same-site relative paths are followed after a language switch (no open redirect)."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target
+
+
+@bp.post("/language")
+def choose_language() -> Response:
+    chosen = normalise_locale(request.form.get("lang"))
+    if chosen:
+        session[SESSION_KEY] = chosen
+    return redirect(safe_next(request.form.get("next")), code=303)

@@ -1,0 +1,111 @@
+"""Shared fixtures.
+
+Database tests run once per configured database: always an SQLite file, and PostgreSQL
+when ``PRO_TEST_DATABASE_URL`` is set. The schema is created by the real migrations once per
+database; each test then runs inside a transaction that is rolled back at its end (the
+application's sessions join it through SAVEPOINTs), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
+
+from pro_app import create_app
+from pro_app.db.engine import make_engine, make_session_factory
+from pro_app.db.migrate import upgrade
+
+POSTGRES_URL = os.environ.get("PRO_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+def reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database migrated from empty to head by the real migrations."""
+    if request.param == "postgresql":
+        assert POSTGRES_URL is not None
+        url = POSTGRES_URL
+        reset_postgres(url)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture
+def db_session(connection: Connection) -> Iterator[Session]:
+    session = make_session_factory(connection, join_transaction_mode="create_savepoint")()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def app_config(**overrides: object) -> dict[str, object]:
+    config: dict[str, object] = {
+        "ENV": "testing",
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "BASE_URL": "http://localhost",
+        "SERVER_NAME": "localhost",
+        # Forms are tested without tokens; dedicated tests switch CSRF protection back on.
+        "WTF_CSRF_ENABLED": False,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def app(database_url: str, connection: Connection) -> Flask:
+    app = create_app(app_config(DATABASE_URL=database_url))
+    app.extensions["pro_db"].use_session_factory(
+        make_session_factory(connection, join_transaction_mode="create_savepoint")
+    )
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,55 @@
+"""Small builders for test data, going through the real services where one exists."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy.orm import Session
+
+from pro_app.db.models import Arm, Participant, Site, Study
+from pro_app.services.access import IssuedLink, issue_link
+from pro_app.services.participants import enrol_participant
+from pro_app.services.schedules import load_builtin_template
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_study(session: Session, code: str = "TEST-1", template: str | None = "qol_6_weekly") -> Study:
+    study = Study(code=code, name=f"Study {code}", timezone="Europe/Berlin")
+    study.sites = [
+        Site(code="A", name="Site A", timezone="Europe/Berlin"),
+        Site(code="B", name="Site B", timezone="Asia/Shanghai"),
+    ]
+    study.arms = [Arm(code="low", name="Low dose"), Arm(code="high", name="High dose")]
+    session.add(study)
+    session.flush()
+    if template:
+        load_builtin_template(session, study, template, actor="test")
+    return study
+
+
+def enrol(
+    session: Session,
+    study: Study,
+    subject_code: str = "P-001",
+    *,
+    site_index: int = 0,
+    days_ago: int = 0,
+    locale: str = "en",
+) -> Participant:
+    return enrol_participant(
+        session,
+        study=study,
+        site=study.sites[site_index],
+        arm=study.arms[0],
+        subject_code=subject_code,
+        locale=locale,
+        anchors={"enrolment": now_utc() - timedelta(days=days_ago)},
+        actor="test",
+    )
+
+
+def link_for(session: Session, participant: Participant, valid_days: int = 30) -> IssuedLink:
+    return issue_link(session, participant, actor="test", valid_days=valid_days)

@@ -1,0 +1,100 @@
+"""The audit trail is append-only and any tampering is detected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy.orm import Session
+
+from pro_app.cli import main
+from pro_app.db.models import AuditEvent
+from pro_app.db.models.audit import AuditTrailIsAppendOnly
+from pro_app.services.audit import GENESIS_HASH, record_event, verify_chain
+
+
+def _three_events(session: Session) -> list[AuditEvent]:
+    return [
+        record_event(session, actor="staff:1", action="thing.create", entity_type="thing", entity_id=7,
+                     after={"value": 1}),
+        record_event(session, actor="staff:1", action="thing.update", entity_type="thing", entity_id=7,
+                     before={"value": 1}, after={"value": 2}, reason="typo"),
+        record_event(session, actor="participant:3", action="answer.save", entity_type="answer", entity_id="9"),
+    ]
+
+
+def test_events_chain_to_their_predecessor(db_session: Session) -> None:
+    first, second, third = _three_events(db_session)
+    assert (first.seq, second.seq, third.seq) == (1, 2, 3)
+    assert first.prev_hash == GENESIS_HASH
+    assert second.prev_hash == first.hash and third.prev_hash == second.hash
+    assert len({first.hash, second.hash, third.hash}) == 3
+    assert json.loads(second.before or "") == {"value": 1} and second.reason == "typo"
+    assert verify_chain(db_session) == (3, None)
+
+
+def test_chain_survives_a_round_trip_through_the_database(db_session: Session) -> None:
+    _three_events(db_session)
+    db_session.commit()
+    db_session.expunge_all()
+    assert verify_chain(db_session) == (3, None)
+
+
+def test_orm_refuses_to_change_or_delete_events(db_session: Session) -> None:
+    event = _three_events(db_session)[0]
+    event.actor = "someone else"
+    with pytest.raises(AuditTrailIsAppendOnly):
+        db_session.flush()
+    db_session.rollback()
+    event = db_session.scalars(select(AuditEvent)).first()
+    if event is not None:  # the rollback above undid the unflushed events
+        db_session.delete(event)
+        with pytest.raises(AuditTrailIsAppendOnly):
+            db_session.flush()
+
+
+@pytest.mark.parametrize("statement", [update(AuditEvent).values(actor="x"), delete(AuditEvent)])
+def test_database_refuses_bulk_changes(db_session: Session, statement) -> None:  # type: ignore[no-untyped-def]
+    _three_events(db_session)
+    with pytest.raises(Exception, match="append-only"):
+        db_session.execute(statement)
+
+
+def _disable_triggers(connection: Connection) -> None:
+    """Simulate someone with direct database access (inside the rolled-back test transaction)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
+    else:
+        connection.execute(text("DROP TRIGGER audit_events_no_update"))
+        connection.execute(text("DROP TRIGGER audit_events_no_delete"))
+
+
+def test_verify_command_passes_on_an_intact_trail(app, runner, db_session: Session) -> None:  # type: ignore[no-untyped-def]
+    _three_events(db_session)
+    db_session.commit()
+    result = runner.invoke(main, ["audit", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "3 events verified" in result.output
+
+
+@pytest.mark.parametrize(
+    ("tamper", "broken_seq", "reason"),
+    [
+        ("UPDATE audit_events SET after = '{\"value\":99}' WHERE seq = 1", 1, "content does not match"),
+        ("DELETE FROM audit_events WHERE seq = 2", 2, "missing"),
+        ("UPDATE audit_events SET reason = NULL WHERE seq = 2", 2, "content does not match"),
+        ("DELETE FROM audit_events WHERE seq = 3", 3, "chain head"),
+    ],
+)
+def test_verify_command_names_the_tampered_event(  # type: ignore[no-untyped-def]
+    app, runner, db_session: Session, connection: Connection, tamper: str, broken_seq: int, reason: str
+) -> None:
+    _three_events(db_session)
+    db_session.commit()
+    _disable_triggers(connection)
+    connection.exec_driver_sql(tamper)
+    result = runner.invoke(main, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert f"BROKEN at event {broken_seq}" in result.output
+    assert reason in result.output
