@@ -33,7 +33,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 setup: $(VENV)/.installed
-setup-test: $(VENV)/.installed-test chromium
+setup-test: $(VENV)/.installed-test chromium node_modules/.installed
 
 instance/secret_key:
 	@mkdir -p instance && chmod 700 instance
@@ -57,6 +57,16 @@ chromium:
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; \
 	fi
+
+# axe-core, injected into pages by the accessibility tests (npm registry; Node from Debian if missing).
+node_modules/.installed: package.json package-lock.json
+	@if ! command -v npm >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends nodejs npm; \
+	fi
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 test: setup-test
 	$(BIN)/python -m mypy

@@ -1,3 +1,4 @@
+"""pro-app: patient-reported outcomes in cancer clinical trials.
 
 ``create_app`` only wires things together: configuration, extensions, blueprints, CLI and
 logging. It performs no database queries, migrations or network calls, so gunicorn can
@@ -16,6 +17,7 @@ from flask import Flask
 from pro_app.config import DEFAULT_INSTANCE_PATH, load_config
 from pro_app.extensions import babel, csrf, database
 from pro_app.web import errors, health, i18n, security
+from pro_app.web.patient import views as patient
 
 TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 
@@ -52,6 +54,7 @@ def _init_extensions(app: Flask) -> None:
 def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(i18n.bp)
+    app.register_blueprint(patient.bp)
     i18n.register(app)
     errors.register(app)
     security.register(app)

@@ -1,0 +1,1 @@
+"""Patient pages: the questionnaire on a phone or a clinic tablet."""

@@ -1,0 +1,44 @@
+"""Forms of the patient pages (all with CSRF protection)."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, IntegerField, RadioField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+
+class AnswerForm(FlaskForm):
+    """One question. ``go`` is the button pressed (next, back, review); ``assessment`` ties
+    the answer to the questionnaire the page was shown for, so a stale page or a shared
+    tablet can never put an answer into another questionnaire."""
+
+    value = RadioField(coerce=int, validators=[Optional()], validate_choice=True)
+    assessment = IntegerField(validators=[DataRequired()])
+    go = StringField(validators=[Optional(), Length(max=10)])
+
+
+class AnswerApiForm(FlaskForm):
+    """The background save used by the page script (JSON body, CSRF token in a header)."""
+
+    assessment = IntegerField(validators=[DataRequired()])
+    item = StringField(validators=[DataRequired(), Length(max=40)])
+    value = IntegerField(validators=[DataRequired()])
+    key = StringField(validators=[Optional(), Length(max=64)])
+
+
+class StartForm(FlaskForm):
+    assessment = IntegerField(validators=[DataRequired()])
+
+
+class SubmitForm(FlaskForm):
+    assessment = IntegerField(validators=[DataRequired()])
+    key = HiddenField(validators=[DataRequired(), Length(min=8, max=64)])
+    confirm_missing = BooleanField(_l("Yes, submit with the unanswered questions left blank"))
+
+
+class CodeForm(FlaskForm):
+    code = StringField(
+        _l("Your personal code"),
+        validators=[DataRequired(message=_l("Please type the code from your letter.")), Length(max=40)],
+    )

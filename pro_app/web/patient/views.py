@@ -1,0 +1,233 @@
+"""The patient's questionnaire: personal link or code, start page, one question per screen,
+background saving, review, submission and thank-you page.
+
+Every page works without JavaScript (plain form posts and redirects); with JavaScript the
+page script saves answers in the background and queues them while the phone is offline.
+URLs never carry an assessment id: the session decides which questionnaire is answered.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from werkzeug.wrappers import Response
+
+from pro_app.db.types import utcnow
+from pro_app.domain.errors import Conflict, DomainError
+from pro_app.domain.states import AssessmentStatus
+from pro_app.extensions import database
+from pro_app.services.access import find_link, link_is_usable
+from pro_app.services.questionnaire import (
+    answers_of,
+    next_assessment,
+    record_answer,
+    start_assessment,
+    submit_assessment,
+)
+from pro_app.services.throttle import register_attempt
+from pro_app.web.patient import pages
+from pro_app.web.patient.context import (
+    PatientContext,
+    assessment_for,
+    grace_period,
+    instrument_and_text,
+    load_patient,
+    sign_in_with_link,
+)
+from pro_app.web.patient.forms import AnswerApiForm, AnswerForm, CodeForm, StartForm, SubmitForm
+
+bp = Blueprint("patient", __name__)
+
+RenderResult = str | tuple[str, int] | Response
+
+
+def _message(error: DomainError) -> str:
+    return _(error.message, **error.params)
+
+
+def _status(error: DomainError) -> int:
+    return 409 if isinstance(error, Conflict) else 400
+
+
+def _require_patient() -> PatientContext:
+    context = load_patient(utcnow())
+    if context is None:
+        abort(401)
+    return context
+
+
+@bp.get("/p/<token>")
+def open_link(token: str) -> RenderResult:
+    link = find_link(database.session, token=token) if len(token) <= 100 else None
+    if link is None or not link_is_usable(link):
+        return render_template("patient/link_invalid.html"), 404 if link is None else 410
+    sign_in_with_link(link)
+    return redirect(url_for("patient.home"), code=303)
+
+
+@bp.route("/start", methods=["GET", "POST"])
+def enter_code() -> RenderResult:
+    form = CodeForm()
+    if not form.validate_on_submit():
+        return render_template("patient/code.html", form=form), 400 if form.is_submitted() else 200
+    db = database.session
+    window = timedelta(minutes=current_app.config["CODE_ATTEMPT_WINDOW_MINUTES"])
+    allowed = register_attempt(
+        db, f"code:{request.remote_addr}", limit=current_app.config["CODE_ATTEMPTS_PER_WINDOW"], window=window
+    )
+    link = find_link(db, code=form.code.data) if allowed else None
+    db.commit()  # failed attempts are counted even though nothing else changes
+    if not allowed:
+        form.code.errors.append(_("Too many attempts. Please wait 15 minutes and try again."))
+        return render_template("patient/code.html", form=form), 429
+    if link is None or not link_is_usable(link):
+        form.code.errors.append(_("This code was not recognised. Please check it and try again."))
+        return render_template("patient/code.html", form=form), 400
+    sign_in_with_link(link)
+    return redirect(url_for("patient.home"), code=303)
+
+
+@bp.get("/q/")
+def home() -> RenderResult:
+    context = _require_patient()
+    now = utcnow()
+    assessment = assessment_for(context, now)
+    if assessment is None:
+        upcoming = next_assessment(database.session, context.participant, now=now)
+        return render_template("patient/nothing_due.html", upcoming=upcoming)
+    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    answered = answers_of(database.session, assessment)
+    return render_template(
+        "patient/start.html",
+        assessment=assessment,
+        text=text,
+        answered=len(answered),
+        total=len(instrument.items),
+        form=StartForm(assessment=assessment.id),
+    )
+
+
+@bp.post("/q/start")
+def start() -> Response:
+    context = _require_patient()
+    now = utcnow()
+    assessment = pages.assessment_or_gone(context, now, StartForm().assessment.data)
+    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    start_assessment(database.session, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
+    database.session.commit()
+    return redirect(pages.first_unanswered_url(instrument, answers_of(database.session, assessment)), code=303)
+
+
+@bp.route("/q/<int:number>", methods=["GET", "POST"])
+def question(number: int) -> RenderResult:
+    context = _require_patient()
+    now = utcnow()
+    assessment = assessment_for(context, now)
+    if assessment is None:
+        return pages.closed_page(context, now)
+    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    if not 1 <= number <= len(instrument.items):
+        abort(404)
+    item = instrument.items[number - 1]
+    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+        return redirect(url_for("patient.home"), code=303)
+    form = AnswerForm()
+    form.value.choices = [(v, str(v)) for v in instrument.response_set(item.response_set).values]
+    if request.method == "POST":
+        if not form.validate() or form.assessment.data != assessment.id:
+            status = 409 if form.assessment.data not in (None, assessment.id) else 400
+            return pages.render_question(assessment, instrument, text, item, form, error=True), status
+        if form.value.data is not None:
+            try:
+                record_answer(
+                    database.session, assessment, instrument, item_id=item.id, value=form.value.data,
+                    locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
+                )
+            except DomainError as error:
+                database.session.rollback()
+                return pages.render_question(assessment, instrument, text, item, form, message=_message(error)), _status(error)
+            database.session.commit()
+        return redirect(pages.url_after(form.go.data, number, len(instrument.items)), code=303)
+    form.assessment.data = assessment.id
+    form.value.data = answers_of(database.session, assessment).get(item.id)
+    return pages.render_question(assessment, instrument, text, item, form)
+
+
+@bp.post("/q/answer")
+def save_answer() -> tuple[dict[str, object], int]:
+    """Background save: JSON in, JSON out. 2xx means the answer is stored durably."""
+    context = load_patient(utcnow())
+    if context is None:
+        return {"error": _("Your session has ended. Please open your personal link again.")}, 401
+    form = AnswerApiForm()
+    if not form.validate():
+        return {"error": _("The answer could not be read. Please choose it again.")}, 400
+    now = utcnow()
+    assessment = assessment_for(context, now)
+    if assessment is None or assessment.id != form.assessment.data:
+        return {"error": _("This questionnaire is closed; answers can no longer be saved.")}, 409
+    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+        start_assessment(database.session, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
+    try:
+        saved = record_answer(
+            database.session, assessment, instrument, item_id=form.item.data, value=form.value.data,
+            locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
+        )
+    except DomainError as error:
+        database.session.rollback()
+        return {"error": _message(error)}, _status(error)
+    database.session.commit()
+    return {"saved": True, "item": saved.item_id, "value": saved.value, "key": form.key.data}, 200
+
+
+@bp.get("/q/review")
+def review() -> RenderResult:
+    context = _require_patient()
+    now = utcnow()
+    assessment = assessment_for(context, now)
+    if assessment is None:
+        return pages.closed_page(context, now)
+    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+        return redirect(url_for("patient.home"), code=303)
+    form = SubmitForm(assessment=assessment.id, key=secrets.token_urlsafe(24))
+    return pages.render_review(assessment, form)
+
+
+@bp.post("/q/submit")
+def submit() -> RenderResult:
+    context = _require_patient()
+    now = utcnow()
+    form = SubmitForm()
+    db = database.session
+    submitted = pages.already_submitted(context, form)
+    if submitted is not None:
+        return redirect(url_for("patient.done"), code=303)
+    assessment = assessment_for(context, now)
+    if assessment is None:
+        return pages.closed_page(context, now)
+    if not form.validate() or form.assessment.data != assessment.id:
+        return pages.render_review(assessment, form, error=True), 400
+    instrument, _text = instrument_and_text(assessment, pages.locale_code())
+    missing = len(instrument.items) - len(answers_of(db, assessment))
+    if missing and not form.confirm_missing.data:
+        return pages.render_review(assessment, form, confirm_needed=True), 400
+    try:
+        submit_assessment(
+            db, assessment, instrument, submission_key=form.key.data, actor=context.actor, grace=grace_period(), now=now
+        )
+    except DomainError as error:
+        db.rollback()
+        return pages.render_review(assessment, form, message=_message(error)), _status(error)
+    db.commit()
+    return redirect(url_for("patient.done"), code=303)
+
+
+@bp.get("/q/done")
+def done() -> str:
+    context = _require_patient()
+    return render_template("patient/done.html", tablet=context.assessment_id is not None)
+
