@@ -75,10 +75,13 @@ test: setup-test
 bench: setup-test
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
-translations: setup-test
-	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _l -o translations/messages.pot --no-location --omit-header .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --omit-header
-	$(BIN)/pybabel compile -d translations
+# Extract every marked string, merge it into each catalogue (new entries arrive empty: the
+# catalogue test then names them until they are translated), and compile the .mo files.
+translations: setup
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _l -o translations/messages.pot --no-location --omit-header --sort-output .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching
+	$(BIN)/python tools/fill_source_catalogue.py translations/en/LC_MESSAGES/messages.po
+	$(BIN)/pybabel compile -d translations --statistics
 
 clean:
 	rm -rf $(VENV) .pytest_cache

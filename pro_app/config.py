@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # None: SQLite file under the instance folder
     "SQLITE_BUSY_TIMEOUT_MS": 15000,
     "DEFAULT_LOCALE": "en",
-    "LOCALES": ["en"],
+    "LOCALES": ["en", "zh_Hans", "es", "ar"],
     "DEFAULT_TIMEZONE": "UTC",
     "BASE_URL": "http://127.0.0.1:8000",
     "MAX_CONTENT_LENGTH": 64 * 1024,

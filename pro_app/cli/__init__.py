@@ -9,7 +9,7 @@ import click
 from flask.cli import FlaskGroup
 
 from pro_app import create_app
-from pro_app.cli import audit, db, demo, scores, users
+from pro_app.cli import audit, db, demo, instruments, scores, users
 from pro_app.cli.score import score_command
 
 
@@ -28,3 +28,4 @@ main.add_command(users.create_user_command)
 main.add_command(audit.audit_group)
 main.add_command(score_command)
 main.add_command(scores.rescore_command)
+main.add_command(instruments.instruments_group)

@@ -8,6 +8,7 @@ Playwright never downloads a browser here; it launches ``/usr/bin/chromium``.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,17 +105,18 @@ class Patient:
     code: str
 
 
-_counter = iter(range(1, 1_000_000))
-
-
 @pytest.fixture
 def patient(live_server: LiveServer) -> Patient:
     """A fresh participant with an open baseline questionnaire and a personal link."""
+    return make_patient(live_server)
+
+
+def make_patient(live_server: LiveServer, locale: str = "en") -> Patient:
     with live_server.session() as session:
         study = session.scalars(select(Study).where(Study.code == "BROWSER")).one_or_none()
         if study is None:
             study = make_study(session, "BROWSER")
-        participant = enrol(session, study, f"B-{next(_counter):04d}")
+        participant = enrol(session, study, f"B-{secrets.token_hex(4).upper()}", locale=locale)
         issued = link_for(session, participant)
         assessment = session.scalars(
             select(Assessment).where(Assessment.participant_id == participant.id, Assessment.timepoint_code == "baseline")

@@ -3,13 +3,31 @@
 from pro_app.db.models.assessment import Alert, Answer, Assessment, Reminder, ScaleScore
 from pro_app.db.models.audit import AuditChainHead, AuditEvent
 from pro_app.db.models.base import Base
+from pro_app.db.models.instrument_text import InstrumentTextRecord
 from pro_app.db.models.participant import AccessLink, AnchorEvent, Participant
 from pro_app.db.models.staff import StaffUser, staff_sites
-from pro_app.db.models.throttle import RateLimitBucket
 from pro_app.db.models.study import Arm, ScheduleTemplate, Site, Study, Timepoint
+from pro_app.db.models.throttle import RateLimitBucket
 
 __all__ = [
-    "AccessLink", "Alert", "AnchorEvent", "Answer", "Arm", "Assessment", "AuditChainHead",
-    "AuditEvent", "Base", "Participant", "RateLimitBucket", "Reminder", "ScaleScore", "ScheduleTemplate", "Site",
-    "StaffUser", "Study", "Timepoint", "staff_sites",
+    "AccessLink",
+    "Alert",
+    "AnchorEvent",
+    "Answer",
+    "Arm",
+    "Assessment",
+    "AuditChainHead",
+    "AuditEvent",
+    "Base",
+    "InstrumentTextRecord",
+    "Participant",
+    "RateLimitBucket",
+    "Reminder",
+    "ScaleScore",
+    "ScheduleTemplate",
+    "Site",
+    "StaffUser",
+    "Timepoint",
+    "Study",
+    "staff_sites",
 ]

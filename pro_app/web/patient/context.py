@@ -16,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from pro_app.db.models import AccessLink, Assessment, Participant
-from pro_app.domain.instruments import Instrument, InstrumentText, NotRegisteredError, default_registry
+from pro_app.domain.instruments import Instrument, InstrumentText, default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
 from pro_app.services.questionnaire import accepts_answers, current_assessment
+from pro_app.services.texts import text_for
 
 SESSION_KEY = "patient"
 
@@ -92,12 +93,10 @@ def assessment_for(context: PatientContext, now: datetime) -> Assessment | None:
 
 
 def instrument_and_text(assessment: Assessment, locale: str) -> tuple[Instrument, InstrumentText]:
-    """The instrument of the assessment and its wording in ``locale`` (else the study's)."""
-    registry = default_registry()
-    instrument = registry.get(assessment.instrument_code, assessment.instrument_version)
-    for candidate in (locale, assessment.participant.study.default_locale, "en"):
-        try:
-            return instrument, registry.text(instrument.code, candidate)
-        except NotRegisteredError:
-            continue
-    raise NotRegisteredError(f"no text for {instrument.code}")
+    """The instrument of the assessment and its wording in ``locale`` (else the study's).
+
+    A site's licensed wording for the locale takes precedence over the demo wording.
+    """
+    instrument = default_registry().get(assessment.instrument_code, assessment.instrument_version)
+    fallbacks = (locale, assessment.participant.study.default_locale, "en")
+    return instrument, text_for(database.session, instrument, fallbacks)
