@@ -19,3 +19,43 @@ def temporary_app(**config: object) -> Flask:
     url = f"sqlite:///{folder / 'bench.sqlite3'}"
     upgrade(url)
     return create_app({"SECRET_KEY": "benchmark", "DATABASE_URL": url, "BASE_URL": "http://127.0.0.1", **config})
+
+
+def temporary_sqlite_url() -> str:
+    """A migrated SQLite database in a fresh temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="pro-bench-"))
+    url = f"sqlite:///{folder / 'bench.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+def fresh_postgres_url(url: str) -> str:
+    """The PostgreSQL database at ``url``, created if missing, emptied and migrated to head.
+
+    Refuses the test suite's database: benchmarks drop everything in the schema they use.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if not name or name in ("test", "postgres", "template0", "template1"):
+        raise SystemExit(f"refusing to benchmark in the database {name!r}; use a dedicated one such as 'bench'")
+    server = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+            if not exists:
+                quoted = connection.dialect.identifier_preparer.quote(name)
+                connection.execute(text(f"CREATE DATABASE {quoted}"))
+    finally:
+        server.dispose()
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+    upgrade(url)
+    return url

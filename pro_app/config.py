@@ -30,6 +30,12 @@ DEFAULTS: dict[str, Any] = {
     "CODE_ATTEMPTS_PER_WINDOW": 10,
     "CODE_ATTEMPT_WINDOW_MINUTES": 15,
     "LOG_LEVEL": "INFO",
+    "SMTP_HOST": "localhost",
+    "SMTP_PORT": 25,
+    "SMTP_TLS": "none",
+    "SMTP_USER": None,
+    "SMTP_PASSWORD": None,
+    "MAIL_FROM": "pro-app@localhost",
     "PREFERRED_URL_SCHEME": "http",
 }
 
@@ -42,6 +48,7 @@ _INT_KEYS = {
     "PATIENT_GRACE_MINUTES",
     "CODE_ATTEMPTS_PER_WINDOW",
     "CODE_ATTEMPT_WINDOW_MINUTES",
+    "SMTP_PORT",
 }
 _LIST_KEYS = {"LOCALES"}
 

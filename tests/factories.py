@@ -53,3 +53,19 @@ def enrol(
 
 def link_for(session: Session, participant: Participant, valid_days: int = 30) -> IssuedLink:
     return issue_link(session, participant, actor="test", valid_days=valid_days)
+
+
+STAFF_PASSWORD = "correct-horse-battery"
+
+
+def make_staff(session: Session, role: str, sites: list[Site] | None = None, email: str | None = None):  # type: ignore[no-untyped-def]
+    from pro_app.services.staff import create_staff_user
+
+    return create_staff_user(
+        session, email=email or f"{role}-{len(sites or [])}-{id(sites)}@example.org", password=STAFF_PASSWORD,
+        role=role, site_ids=[s.id for s in sites or []], actor="test",
+    )
+
+
+def sign_in(client, email: str, password: str = STAFF_PASSWORD):  # type: ignore[no-untyped-def]
+    return client.post("/staff/login", data={"email": email, "password": password})

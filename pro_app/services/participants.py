@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pro_app.db.models import AnchorEvent, Arm, Assessment, Participant, Site, Study
+from pro_app.db.models import AnchorEvent, Arm, Assessment, Participant, Reminder, Site, Study
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import N_, Conflict, ValidationError
 from pro_app.domain.schedule import plan_assessments, status_at
+from pro_app.domain.states import AssessmentStatus, ParticipantStatus, ReminderStatus
+from pro_app.services.access import revoke_links
 from pro_app.services.audit import record_event
 from pro_app.services.schedules import rules_of, study_template
 
@@ -117,3 +119,40 @@ def plan_participant_assessments(session: Session, participant: Participant, *, 
         created += 1
     session.flush()
     return created
+
+
+def withdraw_participant(
+    session: Session, participant: Participant, *, reason: str, actor: str, now: datetime | None = None
+) -> int:
+    """Withdraw: no further assessments or reminders, links revoked, every answer kept.
+
+    Returns how many assessments were cancelled (completed ones are never touched).
+    """
+    now = now or utcnow()
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError(N_("Please give a reason."), field="reason")
+    if participant.status == ParticipantStatus.WITHDRAWN.value:
+        raise Conflict(N_("This participant has already been withdrawn."))
+    cancellable = (AssessmentStatus.SCHEDULED.value, AssessmentStatus.OPEN.value, AssessmentStatus.IN_PROGRESS.value)
+    cancelled = session.scalars(
+        select(Assessment).where(Assessment.participant_id == participant.id, Assessment.status.in_(cancellable))
+    ).all()
+    for assessment in cancelled:
+        assessment.status = AssessmentStatus.CANCELLED.value
+    for reminder in session.scalars(
+        select(Reminder).where(
+            Reminder.assessment_id.in_([a.id for a in cancelled]), Reminder.status == ReminderStatus.PENDING.value
+        )
+    ):
+        reminder.status = ReminderStatus.CANCELLED.value
+    participant.status = ParticipantStatus.WITHDRAWN.value
+    participant.withdrawn_at = now
+    revoke_links(session, participant, actor=actor, now=now)
+    session.flush()
+    record_event(
+        session, actor=actor, action="participant.withdraw", entity_type="participant", entity_id=participant.id,
+        before={"status": ParticipantStatus.ACTIVE.value},
+        after={"status": participant.status, "cancelled_assessments": [a.id for a in cancelled]}, reason=reason,
+    )
+    return len(cancelled)

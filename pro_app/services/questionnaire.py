@@ -24,6 +24,7 @@ from pro_app.db.types import utcnow
 from pro_app.domain.errors import N_, Conflict, ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
 from pro_app.domain.states import AssessmentMode, AssessmentStatus, ParticipantStatus
+from pro_app.services.alerts import evaluate_submission
 from pro_app.services.audit import record_event
 from pro_app.services.scores import store_scores
 
@@ -115,6 +116,30 @@ def start_assessment(
         entity_id=assessment.id,
         after={"mode": mode.value, "locale": text.locale, "text_source": text.source, "text_checksum": text.checksum},
     )
+    return assessment
+
+
+def hand_over(
+    session: Session,
+    assessment: Assessment,
+    *,
+    mode: AssessmentMode,
+    text: InstrumentText,
+    actor: str,
+    now: datetime | None = None,
+) -> Assessment:
+    """A nurse gives the questionnaire to the patient on a clinic tablet, or reads it out
+    (interview). The mode is recorded on the assessment and in the audit trail."""
+    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+        return start_assessment(session, assessment, mode=mode, text=text, actor=actor, now=now)
+    before = assessment.mode
+    if before != mode.value:
+        assessment.mode = mode.value
+        session.flush()
+        record_event(
+            session, actor=actor, action="assessment.mode", entity_type="assessment", entity_id=assessment.id,
+            before={"mode": before}, after={"mode": mode.value},
+        )
     return assessment
 
 
@@ -216,6 +241,7 @@ def submit_assessment(
     submission_key: str,
     actor: str,
     grace: timedelta,
+    base_url: str = "",
     now: datetime | None = None,
 ) -> Submission:
     """Submit, score and lock the assessment. The same key submitted again returns the same
@@ -237,6 +263,7 @@ def submit_assessment(
     assessment.started_at = assessment.started_at or now
     session.flush()
     scores = store_scores(session, assessment, instrument)
+    evaluate_submission(session, assessment, instrument, scores, base_url=base_url)
     record_event(
         session,
         actor=actor,

@@ -73,3 +73,15 @@ def create_staff_user(
         after={"email": email, "role": role, "sites": sorted(s.id for s in sites), "locale": locale},
     )
     return user
+
+
+def visible_site_ids(user: StaffUser) -> list[int] | None:
+    """The sites a staff user may see: None means every site (administrators)."""
+    if user.role == Role.ADMIN.value:
+        return None
+    return [site.id for site in user.sites]
+
+
+def can_see_site(user: StaffUser, site_id: int) -> bool:
+    sites = visible_site_ids(user)
+    return sites is None or site_id in sites

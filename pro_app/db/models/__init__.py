@@ -1,5 +1,6 @@
 """The data model. Import models from here; each lives in the module of its area."""
 
+from pro_app.db.models.alerting import OutboxMessage, StudyAlertRule
 from pro_app.db.models.assessment import Alert, Answer, Assessment, Reminder, ScaleScore
 from pro_app.db.models.audit import AuditChainHead, AuditEvent
 from pro_app.db.models.base import Base
@@ -20,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "InstrumentTextRecord",
+    "OutboxMessage",
     "Participant",
     "RateLimitBucket",
     "Reminder",
@@ -27,6 +29,7 @@ __all__ = [
     "ScheduleTemplate",
     "Site",
     "StaffUser",
+    "StudyAlertRule",
     "Timepoint",
     "Study",
     "staff_sites",

@@ -29,7 +29,8 @@ class Assessment(Base):
         CheckConstraint("window_closes_at >= window_opens_at", name="window_ordered"),
         Index("ix_assessments_participant_planned", "participant_id", "planned_at"),
         Index("ix_assessments_status_opens", "status", "window_opens_at"),
-        Index("ix_assessments_status_closes", "status", "window_closes_at"),
+        # window_opens_at too: "open now" (opens <= now < closes) is answered inside the index.
+        Index("ix_assessments_status_closes", "status", "window_closes_at", "window_opens_at"),
         Index("ix_assessments_submitted", "submitted_at"),
     )
 

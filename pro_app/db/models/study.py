@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Double, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pro_app.db.models.base import Base, one_of
@@ -22,6 +22,9 @@ class Study(Base):
     default_locale: Mapped[str] = mapped_column(String(16), default="en")
     instrument_code: Mapped[str] = mapped_column(String(40), default="qlq_c30")
     instrument_version: Mapped[str] = mapped_column(String(16), default="3.0")
+    #: Alert when a score worsens from the participant's baseline by at least this many points
+    #: (functional and global scales falling, symptom scales rising); None switches it off.
+    worsening_alert_points: Mapped[float | None] = mapped_column(Double(), default=10.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     sites: Mapped[list[Site]] = relationship(back_populates="study", order_by="Site.id")

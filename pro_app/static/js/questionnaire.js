@@ -144,11 +144,15 @@
   window.addEventListener("online", flush);
 
   // A pending answer for this question (e.g. the page was reloaded offline) is shown again.
+  var pending = false;
   readQueue().forEach(function (entry) {
     if (entry.item === item) {
       var radio = document.getElementById("v" + entry.value);
-      if (radio) { radio.checked = true; }
+      if (radio) { radio.checked = true; pending = true; }
     }
   });
+  // An answer chosen while this script was still loading on a slow phone is saved too.
+  var checked = form.querySelector('input[name="value"]:checked');
+  if (!pending && checked && checked.value !== form.getAttribute("data-saved")) { enqueue(checked.value); }
   flush();
 })();

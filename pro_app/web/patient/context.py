@@ -18,6 +18,7 @@ from sqlalchemy.orm import joinedload
 from pro_app.db.models import AccessLink, Assessment, Participant
 from pro_app.domain.instruments import Instrument, InstrumentText, default_registry
 from pro_app.domain.states import AssessmentMode
+from pro_app.db.types import utcnow
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
 from pro_app.services.questionnaire import accepts_answers, current_assessment
@@ -90,6 +91,14 @@ def assessment_for(context: PatientContext, now: datetime) -> Assessment | None:
             return None
         return assessment if accepts_answers(assessment, now, grace_period()) else None
     return current_assessment(database.session, context.participant, now=now, grace=grace_period())
+
+
+def assessment_for_tablet(participant: Participant, assessment_id: int | None) -> Assessment | None:
+    """The participant's assessment a nurse may hand over now (it must be answerable)."""
+    assessment = database.session.get(Assessment, assessment_id) if assessment_id else None
+    if assessment is None or assessment.participant_id != participant.id:
+        return None
+    return assessment if accepts_answers(assessment, utcnow(), grace_period()) else None
 
 
 def instrument_and_text(assessment: Assessment, locale: str) -> tuple[Instrument, InstrumentText]:

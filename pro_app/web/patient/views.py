@@ -217,7 +217,8 @@ def submit() -> RenderResult:
         return pages.render_review(assessment, form, confirm_needed=True), 400
     try:
         submit_assessment(
-            db, assessment, instrument, submission_key=form.key.data, actor=context.actor, grace=grace_period(), now=now
+            db, assessment, instrument, submission_key=form.key.data, actor=context.actor, grace=grace_period(),
+            base_url=current_app.config["BASE_URL"], now=now,
         )
     except DomainError as error:
         db.rollback()

@@ -1,0 +1,1 @@
+"""Staff pages: sign-in, dashboard, participants, tablet mode, alerts, administration."""

@@ -1,0 +1,127 @@
+"""Administration: staff accounts and the study's alert rules (administrators only)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from pro_app.db.models import Site, StaffUser, Study
+from pro_app.domain.errors import DomainError
+from pro_app.domain.instruments import default_registry
+from pro_app.domain.states import Role
+from pro_app.extensions import database
+from pro_app.services.alerts import rule_settings, save_rule_settings
+from pro_app.services.auth import reset_password, set_active
+from pro_app.services.staff import create_staff_user
+from pro_app.web.staff.forms import AlertRulesForm, ConfirmForm, ResetPasswordForm, UserForm
+from pro_app.web.staff.guard import staff_required, staff_user
+from pro_app.web.staff.pages import attach_error
+
+bp = Blueprint("admin", __name__, url_prefix="/staff/admin")
+Page = str | tuple[str, int] | Response
+
+
+def _actor() -> str:
+    return f"staff:{staff_user().id}"
+
+
+def _user_form() -> UserForm:
+    form = UserForm()
+    form.sites.choices = [
+        (site.id, f"{site.name} ({site.study.code})")
+        for site in database.session.scalars(select(Site).order_by(Site.name))
+    ]
+    return form
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@staff_required(Role.ADMIN.value)
+def users() -> Page:
+    form = _user_form()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            create_staff_user(
+                database.session, email=form.email.data, password=form.password.data, role=form.role.data,
+                site_ids=form.sites.data or [], actor=_actor(),
+            )
+        except DomainError as error:
+            database.session.rollback()
+            attach_error(form, error)
+            status = 409 if error.field == "email" and "exists" in error.message else 400
+        else:
+            database.session.commit()
+            return redirect(url_for("admin.users"), code=303)
+    elif form.is_submitted():
+        status = 400
+    accounts = database.session.scalars(select(StaffUser).order_by(StaffUser.email)).all()
+    return render_template("staff/users.html", form=form, accounts=accounts, confirm_form=ConfirmForm(),
+                           reset_form=ResetPasswordForm()), status
+
+
+def _account(user_id: int) -> StaffUser:
+    account = database.session.get(StaffUser, user_id)
+    if account is None:
+        abort(404)
+    return account
+
+
+@bp.post("/users/<int:user_id>/active")
+@staff_required(Role.ADMIN.value)
+def toggle_active(user_id: int) -> Response:
+    account = _account(user_id)
+    if not ConfirmForm().validate_on_submit() or account.id == staff_user().id:
+        abort(400)  # nobody deactivates their own account by accident
+    set_active(database.session, account, active=not account.is_active, actor=_actor())
+    database.session.commit()
+    return redirect(url_for("admin.users"), code=303)
+
+
+@bp.post("/users/<int:user_id>/password")
+@staff_required(Role.ADMIN.value)
+def reset(user_id: int) -> Page:
+    account = _account(user_id)
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            reset_password(database.session, account, new=form.password.data, actor=_actor())
+        except DomainError as error:
+            database.session.rollback()
+            return render_template("staff/message.html", title=_("Password not changed"),
+                                   message=_(error.message, **error.params)), 400
+        database.session.commit()
+        return redirect(url_for("admin.users"), code=303)
+    return render_template("staff/message.html", title=_("Password not changed"),
+                           message=_("Please type the new password.")), 400
+
+
+@bp.route("/studies/<int:study_id>/alerts", methods=["GET", "POST"])
+@staff_required(Role.ADMIN.value)
+def alert_rules(study_id: int) -> Page:
+    study = database.session.get(Study, study_id)
+    if study is None:
+        abort(404)
+    instrument = default_registry().get(study.instrument_code, study.instrument_version)
+    settings = rule_settings(database.session, study, instrument)
+    form = AlertRulesForm()
+    if not form.is_submitted():
+        for setting in settings:
+            form.rules.append_entry({"scale": setting.scale, "enabled": setting.enabled, "threshold": setting.threshold})
+        form.worsening_enabled.data = study.worsening_alert_points is not None
+        form.worsening_points.data = int(study.worsening_alert_points or 10)
+    elif form.validate():
+        changes = {entry.scale.data: (bool(entry.enabled.data), float(entry.threshold.data)) for entry in form.rules}
+        points = float(form.worsening_points.data or 10) if form.worsening_enabled.data else None
+        try:
+            save_rule_settings(database.session, study, instrument, changes, worsening_points=points, actor=_actor())
+        except DomainError as error:
+            database.session.rollback()
+            return render_template("staff/alert_rules.html", study=study, form=form, settings=settings,
+                                   message=_(error.message, **error.params)), 400
+        database.session.commit()
+        return redirect(url_for("admin.alert_rules", study_id=study.id, saved=1), code=303)
+    else:
+        return render_template("staff/alert_rules.html", study=study, form=form, settings=settings), 400
+    return render_template("staff/alert_rules.html", study=study, form=form, settings=settings)

@@ -1,0 +1,107 @@
+"""Forms of the staff pages (all with CSRF protection and translated messages)."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    DecimalField,
+    EmailField,
+    FieldList,
+    FormField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+
+_REQUIRED = _l("This field is required.")
+# The same rule as the staff service applies (no extra dependency for address parsing).
+_EMAIL = Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message=_l("Enter a valid email address."))
+
+
+class LoginForm(FlaskForm):
+    email = EmailField(_l("Email"), validators=[DataRequired(_REQUIRED), Length(max=254)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+    next = HiddenField()
+
+
+class PasswordChangeForm(FlaskForm):
+    current = PasswordField(_l("Current password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+    new = PasswordField(_l("New password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+
+
+class EnrolForm(FlaskForm):
+    subject_code = StringField(
+        _l("Subject code"),
+        validators=[
+            DataRequired(_REQUIRED),
+            Regexp(r"^[A-Za-z0-9][A-Za-z0-9-]{1,38}[A-Za-z0-9]$",
+                   message=_l("Use 3 to 40 letters, digits or dashes.")),
+        ],
+    )
+    site = SelectField(_l("Site"), coerce=int, validators=[DataRequired(_REQUIRED)])
+    arm = SelectField(_l("Dose group"), coerce=int, validators=[DataRequired(_REQUIRED)])
+    locale = SelectField(_l("Preferred language"), validators=[DataRequired(_REQUIRED)])
+    timezone = StringField(_l("Time zone"), validators=[Optional(), Length(max=64)],
+                           description=_l("Leave empty to use the site's time zone."))
+    email = EmailField(_l("Email for reminders"), validators=[Optional(), _EMAIL, Length(max=254)])
+    phone = StringField(
+        _l("Mobile number for reminders"),
+        validators=[Optional(), Regexp(r"^\+[1-9][0-9]{6,14}$", message=_l("Use the international format, e.g. +4930123456."))],
+    )
+    lymphodepletion = DateTimeLocalField(_l("Lymphodepletion start"), validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    infusion = DateTimeLocalField(_l("Infusion"), validators=[Optional()], format="%Y-%m-%dT%H:%M")
+
+
+class ReasonForm(FlaskForm):
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_REQUIRED), Length(max=1000)])
+
+
+class ConfirmForm(FlaskForm):
+    """A button that changes something (CSRF only)."""
+
+
+class TabletStartForm(FlaskForm):
+    assessment = IntegerField(validators=[DataRequired()])
+    mode = SelectField(choices=[("tablet", "tablet"), ("interview", "interview")], validators=[DataRequired()])
+
+
+class UnlockForm(FlaskForm):
+    password = PasswordField(_l("Your password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+
+
+class AcknowledgeForm(FlaskForm):
+    note = TextAreaField(_l("What was done"), validators=[DataRequired(_REQUIRED), Length(max=2000)])
+
+
+class UserForm(FlaskForm):
+    email = EmailField(_l("Email"), validators=[DataRequired(_REQUIRED), _EMAIL, Length(max=254)])
+    role = SelectField(_l("Role"), choices=[("nurse", _l("Nurse")), ("analyst", _l("Analyst")), ("admin", _l("Administrator"))])
+    sites = SelectMultipleField(_l("Sites"), coerce=int)
+    password = PasswordField(_l("Initial password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField(_l("New password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+
+
+class AlertRuleEntry(FlaskForm):
+    class Meta:
+        csrf = False  # part of AlertRulesForm, which carries the token
+
+    scale = HiddenField()
+    enabled = BooleanField()
+    threshold = DecimalField(places=None, validators=[DataRequired(_REQUIRED), NumberRange(0, 100, _l("Use a score from 0 to 100."))])
+
+
+class AlertRulesForm(FlaskForm):
+    rules = FieldList(FormField(AlertRuleEntry))
+    worsening_enabled = BooleanField(_l("Alert on worsening from baseline"))
+    worsening_points = IntegerField(_l("Points of worsening"), validators=[Optional(), NumberRange(1, 100, _l("Use 1 to 100 points."))])

@@ -1,0 +1,172 @@
+"""Participants: list, enrolment, the participant page, links, withdrawal, tablet mode, alerts."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, redirect, render_template, session, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from pro_app.db.models import Arm, Assessment, Participant, Site
+from pro_app.domain.errors import DomainError
+from pro_app.domain.states import AssessmentMode, Role
+from pro_app.extensions import database
+from pro_app.services.access import IssuedLink, issue_link, revoke_links
+from pro_app.services.alerts import acknowledge_alerts
+from pro_app.services.audit import record_event
+from pro_app.services.participants import enrol_participant, withdraw_participant
+from pro_app.services.questionnaire import hand_over
+from pro_app.services.staff import visible_site_ids
+from pro_app.web.patient.context import assessment_for_tablet, instrument_and_text, sign_in_tablet
+from pro_app.web.staff import pages
+from pro_app.web.staff.forms import AcknowledgeForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
+from pro_app.web.staff.guard import TABLET_KEY, participant_or_404, staff_required, staff_user
+
+bp = Blueprint("participants", __name__, url_prefix="/staff/participants")
+
+CARE_ROLES = (Role.ADMIN.value, Role.NURSE.value)
+READ_ROLES = (Role.ADMIN.value, Role.NURSE.value, Role.ANALYST.value)
+Page = str | tuple[str, int] | Response
+
+
+def _actor() -> str:
+    return f"staff:{staff_user().id}"
+
+
+@bp.get("/")
+@staff_required(*READ_ROLES)
+def index() -> str:
+    query = select(Participant).join(Site).order_by(Site.name, Participant.subject_code)
+    sites = visible_site_ids(staff_user())
+    if sites is not None:
+        query = query.where(Participant.site_id.in_(sites))
+    return render_template("staff/participants.html", participants=database.session.scalars(query.limit(500)).all())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@staff_required(*CARE_ROLES)
+def enrol() -> Page:
+    form = EnrolForm()
+    pages.fill_enrol_choices(form, staff_user())
+    if not form.validate_on_submit():
+        return render_template("staff/enrol.html", form=form), 400 if form.is_submitted() else 200
+    db = database.session
+    site = db.get(Site, form.site.data)
+    arm = db.get(Arm, form.arm.data)
+    try:
+        anchors = pages.anchor_instants(form, site)
+        if site is None or arm is None or arm.study_id != site.study_id:
+            form.arm.errors.append(_("This dose group does not belong to the study of the chosen site."))
+            return render_template("staff/enrol.html", form=form), 400
+        participant = enrol_participant(
+            db, study=site.study, site=site, arm=arm, subject_code=form.subject_code.data,
+            locale=form.locale.data, timezone=form.timezone.data or None, email=form.email.data,
+            phone=form.phone.data, anchors=anchors, actor=_actor(),
+        )
+        issued = issue_link(db, participant, actor=_actor(), valid_days=current_app.config["PATIENT_LINK_DAYS"])
+    except DomainError as error:
+        db.rollback()
+        pages.attach_error(form, error)
+        return render_template("staff/enrol.html", form=form), 409 if error.field == "subject_code" else 400
+    db.commit()
+    return _letter(participant, issued, enrolled=True)
+
+
+@bp.get("/<int:participant_id>")
+@staff_required(*READ_ROLES)
+def detail(participant_id: int) -> str:
+    participant = participant_or_404(participant_id)
+    return pages.render_participant(participant)
+
+
+def _letter(participant: Participant, issued: IssuedLink, *, enrolled: bool = False) -> str:
+    url = f"{current_app.config['BASE_URL'].rstrip('/')}{url_for('patient.open_link', token=issued.token)}"
+    return render_template(
+        "staff/letter.html", participant=participant, url=url, code=issued.code, qr=pages.qr_svg(url),
+        expires=issued.link.expires_at, enrolled=enrolled,
+    )
+
+
+@bp.post("/<int:participant_id>/link")
+@staff_required(*CARE_ROLES)
+def reissue_link(participant_id: int) -> Page:
+    participant = participant_or_404(participant_id)
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    if participant.status != "active":
+        return pages.render_participant(participant, message=_("Withdrawn participants get no new links.")), 409
+    issued = issue_link(database.session, participant, actor=_actor(), valid_days=current_app.config["PATIENT_LINK_DAYS"])
+    database.session.commit()
+    return _letter(participant, issued)
+
+
+@bp.post("/<int:participant_id>/link/revoke")
+@staff_required(*CARE_ROLES)
+def revoke_link(participant_id: int) -> Response:
+    participant = participant_or_404(participant_id)
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    revoke_links(database.session, participant, actor=_actor())
+    database.session.commit()
+    return redirect(url_for("participants.detail", participant_id=participant.id), code=303)
+
+
+@bp.post("/<int:participant_id>/withdraw")
+@staff_required(*CARE_ROLES)
+def withdraw(participant_id: int) -> Page:
+    participant = participant_or_404(participant_id)
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        return pages.render_participant(participant, withdraw_form=form), 400
+    try:
+        withdraw_participant(database.session, participant, reason=form.reason.data, actor=_actor())
+    except DomainError as error:
+        database.session.rollback()
+        return pages.render_participant(participant, message=_(error.message, **error.params)), 409
+    database.session.commit()
+    return redirect(url_for("participants.detail", participant_id=participant.id), code=303)
+
+
+@bp.post("/<int:participant_id>/hand-over")
+@staff_required(*CARE_ROLES)
+def start_tablet(participant_id: int) -> Page:
+    """Lock this browser into the patient's questionnaire (tablet) or an interview."""
+    participant = participant_or_404(participant_id)
+    form = TabletStartForm()
+    if not form.validate_on_submit():
+        abort(400)
+    assessment = assessment_for_tablet(participant, form.assessment.data)
+    if assessment is None:
+        return pages.render_participant(participant, message=_("This questionnaire is not open.")), 409
+    mode = AssessmentMode(form.mode.data)
+    _instrument, text = instrument_and_text(assessment, participant.locale)
+    hand_over(database.session, assessment, mode=mode, text=text, actor=_actor())
+    record_event(database.session, actor=_actor(), action=f"{mode.value}.start", entity_type="assessment",
+                 entity_id=assessment.id)
+    database.session.commit()
+    sign_in_tablet(participant.id, assessment.id, mode)
+    session[TABLET_KEY] = {
+        "staff": staff_user().id, "participant": participant.id, "assessment": assessment.id,
+        "lang": session.get("lang"),
+    }
+    session["lang"] = participant.locale  # the patient's language, until the tablet is unlocked
+    return redirect(url_for("patient.home"), code=303)
+
+
+@bp.post("/assessments/<int:assessment_id>/acknowledge-alerts")
+@staff_required(*CARE_ROLES)
+def acknowledge(assessment_id: int) -> Page:
+    assessment = database.session.get(Assessment, assessment_id)
+    if assessment is None:
+        abort(404)
+    participant = participant_or_404(assessment.participant_id)
+    form = AcknowledgeForm()
+    if not form.validate_on_submit():
+        return pages.render_participant(participant, ack_forms={assessment.id: form}), 400
+    try:
+        acknowledge_alerts(database.session, assessment, user=staff_user(), note=form.note.data)
+    except DomainError as error:
+        database.session.rollback()
+        return pages.render_participant(participant, message=_(error.message, **error.params)), 409
+    database.session.commit()
+    return redirect(url_for("participants.detail", participant_id=participant.id, _anchor="alerts"), code=303)
