@@ -24,12 +24,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the package metadata changes, so a second run starts in seconds.
+# The build backend's chatter goes to a log, shown only when the install fails.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --editable .
+	@echo "Installing pro-app into $(VENV) ..."
+	@$(BIN)/pip install --quiet --editable . > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --editable '.[test]'
+	@echo "Installing pro-app with its test tools into $(VENV) ..."
+	@$(BIN)/pip install --quiet --editable '.[test]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@ $(VENV)/.installed
 
 setup: $(VENV)/.installed

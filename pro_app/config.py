@@ -36,6 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "SMTP_USER": None,
     "SMTP_PASSWORD": None,
     "MAIL_FROM": "pro-app@localhost",
+    "SMS_BACKEND": None,  # console (development default), http, or none (production default)
+    "SMS_GATEWAY_URL": None,
+    "SMS_GATEWAY_USER": None,
+    "SMS_GATEWAY_PASSWORD": None,
+    "SMS_PAYLOAD_TEMPLATE": None,  # default: {"to": "{to}", "text": "{text}"}
+    "SMS_GATEWAY_TIMEOUT": 10,
     "PREFERRED_URL_SCHEME": "http",
 }
 
@@ -49,6 +55,7 @@ _INT_KEYS = {
     "CODE_ATTEMPTS_PER_WINDOW",
     "CODE_ATTEMPT_WINDOW_MINUTES",
     "SMTP_PORT",
+    "SMS_GATEWAY_TIMEOUT",
 }
 _LIST_KEYS = {"LOCALES"}
 

@@ -42,11 +42,25 @@ class IssuedLink:
 
 
 def issue_link(
-    session: Session, participant: Participant, *, actor: str, valid_days: int, now: datetime | None = None
+    session: Session,
+    participant: Participant,
+    *,
+    actor: str,
+    valid_days: int,
+    now: datetime | None = None,
+    expires_at: datetime | None = None,
+    replace_existing: bool = True,
 ) -> IssuedLink:
-    """Issue a new link and code, revoking any earlier ones of the participant."""
+    """Issue a new link and code.
+
+    By default earlier links stop working (a re-issued letter replaces the old one). A
+    reminder message instead carries an extra link of its own (``replace_existing=False``)
+    that expires with the questionnaire's window (``expires_at``), so the patient's printed
+    link and QR code keep working.
+    """
     now = now or utcnow()
-    revoke_links(session, participant, actor=actor, now=now, audit=False)
+    if replace_existing:
+        revoke_links(session, participant, actor=actor, now=now, audit=False)
     token = secrets.token_urlsafe(32)
     code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
     link = AccessLink(
@@ -54,7 +68,7 @@ def issue_link(
         token_hash=digest(token),
         code_hash=digest(normalise_code(code)),
         created_at=now,
-        expires_at=now + timedelta(days=valid_days),
+        expires_at=expires_at or now + timedelta(days=valid_days),
     )
     session.add(link)
     session.flush()
@@ -64,7 +78,7 @@ def issue_link(
         action="access_link.issue",
         entity_type="participant",
         entity_id=participant.id,
-        after={"link_id": link.id, "expires_at": link.expires_at.isoformat()},
+        after={"link_id": link.id, "expires_at": link.expires_at.isoformat(), "replaces_earlier": replace_existing},
     )
     return IssuedLink(link=link, token=token, code=code)
 

@@ -35,8 +35,8 @@ from sqlalchemy.orm import QueryableAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from pro_app.db.models import Alert, Arm, Assessment, Participant, Site
-from pro_app.domain.states import AlertState, AssessmentStatus, ParticipantStatus
+from pro_app.db.models import Alert, Arm, Assessment, Participant, Reminder, Site
+from pro_app.domain.states import AlertState, AssessmentStatus, ParticipantStatus, ReminderStatus
 
 #: Statuses of an assessment nobody has finished or called off yet.
 PENDING = (AssessmentStatus.SCHEDULED.value, AssessmentStatus.OPEN.value, AssessmentStatus.IN_PROGRESS.value)
@@ -322,3 +322,37 @@ class _Lists:
         total = self.session.scalar(count_query.where(*where))
         return Section(rows=found, total=int(total or 0))
 
+
+
+@dataclass(frozen=True)
+class FailedReminderRow:
+    reminder_id: int
+    participant_id: int
+    subject_code: str
+    timepoint_label: str
+    channel: str
+    attempts: int
+    last_error: str | None
+    due_at: datetime
+
+
+def failed_reminders(
+    session: Session, *, site_ids: Sequence[int] | None, now: datetime, days: int = 14, limit: int = 50
+) -> list[FailedReminderRow]:
+    """Reminders that could not be delivered recently, so the team can reach the patient."""
+    if site_ids is not None and not site_ids:
+        return []
+    query = (
+        select(
+            Reminder.id, Participant.id, Participant.subject_code, Assessment.timepoint_label, Reminder.channel,
+            Reminder.attempts, Reminder.last_error, Reminder.due_at,
+        )
+        .join(Assessment, Reminder.assessment_id == Assessment.id)
+        .join(Participant, Assessment.participant_id == Participant.id)
+        .where(Reminder.status == ReminderStatus.FAILED.value, Reminder.due_at >= now - timedelta(days=days))
+        .order_by(Reminder.due_at.desc())
+        .limit(limit)
+    )
+    if site_ids is not None:
+        query = query.where(Participant.site_id.in_(site_ids))
+    return [FailedReminderRow(*row) for row in session.execute(query)]

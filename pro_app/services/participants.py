@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -156,3 +157,90 @@ def withdraw_participant(
         after={"status": participant.status, "cancelled_assessments": [a.id for a in cancelled]}, reason=reason,
     )
     return len(cancelled)
+
+
+@dataclass(frozen=True)
+class MovedAssessment:
+    assessment_id: int
+    code: str
+    label: str
+    before: tuple[datetime, datetime]
+    after: tuple[datetime, datetime]
+
+
+def reanchor_participant(
+    session: Session,
+    participant: Participant,
+    *,
+    kind: str,
+    occurred_at: datetime,
+    reason: str,
+    actor: str,
+    now: datetime | None = None,
+) -> list[MovedAssessment]:
+    """Change a protocol date (e.g. the infusion was postponed) and re-plan what follows.
+
+    Only assessments nobody has started are moved (scheduled or open ones). Completed,
+    in-progress, missed and cancelled assessments are never moved or deleted. The change
+    and every moved assessment are audited with the nurse's reason; pending reminders of
+    moved assessments are cancelled (the next tick plans new ones).
+    """
+    now = now or utcnow()
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError(N_("Please give a reason."), field="reason")
+    if participant.status != ParticipantStatus.ACTIVE.value:
+        raise Conflict(N_("Protocol dates of a withdrawn participant cannot be changed."))
+    anchor = next((a for a in participant.anchors if a.kind == kind), None)
+    previous = anchor.occurred_at if anchor else None
+    if anchor is None:
+        anchor = AnchorEvent(kind=kind, occurred_at=occurred_at)
+        participant.anchors.append(anchor)
+    anchor.occurred_at = occurred_at
+    session.flush()
+    template = study_template(session, participant.study)
+    plans = {}
+    if template is not None:
+        anchors = {a.kind: a.occurred_at for a in participant.anchors}
+        plans = {(p.code, p.occurrence): p for p in plan_assessments(rules_of(template), anchors, participant.timezone)}
+    movable = (AssessmentStatus.SCHEDULED.value, AssessmentStatus.OPEN.value)
+    moved: list[MovedAssessment] = []
+    for assessment in session.scalars(select(Assessment).where(Assessment.participant_id == participant.id)):
+        plan = plans.get((assessment.timepoint_code, assessment.occurrence))
+        if plan is None or assessment.status not in movable or assessment.started_at is not None:
+            continue
+        if (plan.window_opens_at, plan.window_closes_at, plan.planned_at) == (
+            assessment.window_opens_at, assessment.window_closes_at, assessment.planned_at,
+        ):
+            continue
+        before = (assessment.window_opens_at, assessment.window_closes_at)
+        assessment.planned_at = plan.planned_at
+        assessment.window_opens_at = plan.window_opens_at
+        assessment.window_closes_at = plan.window_closes_at
+        assessment.status = status_at(plan.window_opens_at, plan.window_closes_at, now)
+        moved.append(MovedAssessment(assessment.id, assessment.timepoint_code, assessment.timepoint_label, before,
+                                     (plan.window_opens_at, plan.window_closes_at)))
+    for reminder in session.scalars(
+        select(Reminder).where(
+            Reminder.assessment_id.in_([m.assessment_id for m in moved]),
+            Reminder.status == ReminderStatus.PENDING.value,
+        )
+    ):
+        reminder.status = ReminderStatus.CANCELLED.value
+    session.flush()
+    created = plan_participant_assessments(session, participant, now=now)
+    record_event(
+        session, actor=actor, action="participant.reanchor", entity_type="participant", entity_id=participant.id,
+        before={"anchor": kind, "at": previous.isoformat() if previous else None},
+        after={
+            "anchor": kind, "at": occurred_at.isoformat(), "created": created,
+            "moved": [
+                {"assessment": m.assessment_id, "code": m.code, "label": m.label,
+                 "from": [m.before[0].isoformat(), m.before[1].isoformat()],
+                 "to": [m.after[0].isoformat(), m.after[1].isoformat()]}
+                for m in moved
+            ],
+        },
+        reason=reason,
+    )
+    return moved

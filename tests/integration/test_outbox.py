@@ -59,12 +59,12 @@ def test_tick_sends_each_message_once(app: Flask, runner: FlaskCliRunner, db_ses
     _queue(db_session)
     result = runner.invoke(main, ["tick"])
     assert result.exit_code == 0, result.output
-    assert "2 sent" in result.output
+    assert "Notifications: 2 sent" in result.output
     assert sorted(r for rcpts, _ in inbox.messages for r in rcpts) == ["nurse0@example.org", "nurse1@example.org"]
     parsed = message_from_bytes(inbox.messages[0][1])
     assert parsed["From"] == "pro-app@hospital.example" and parsed["Subject"] == "pro-app: an alert needs review"
     again = runner.invoke(main, ["tick"])
-    assert "0 sent" in again.output and len(inbox.messages) == 2
+    assert "Notifications: 0 sent" in again.output and len(inbox.messages) == 2
     db_session.expire_all()
     assert {m.status for m in db_session.scalars(select(OutboxMessage))} == {"sent"}
 

@@ -41,6 +41,7 @@ MATRIX = [
     Route("participants.reissue_link", "POST", "/staff/participants/{participant}/link", CARE, True),
     Route("participants.revoke_link", "POST", "/staff/participants/{participant}/link/revoke", CARE, True),
     Route("participants.withdraw", "POST", "/staff/participants/{participant}/withdraw", CARE, True),
+    Route("participants.reanchor", "POST", "/staff/participants/{participant}/anchors", CARE, True),
     Route("participants.start_tablet", "POST", "/staff/participants/{participant}/hand-over", CARE, True),
     Route("participants.acknowledge", "POST", "/staff/participants/assessments/{assessment}/acknowledge-alerts", CARE, True),
     Route("staff_auth.password", "GET", "/staff/password", ANY_STAFF, False),
@@ -49,6 +50,10 @@ MATRIX = [
     Route("admin.users", "POST", "/staff/admin/users", ADMIN, False),
     Route("admin.toggle_active", "POST", "/staff/admin/users/{user}/active", ADMIN, False),
     Route("admin.reset", "POST", "/staff/admin/users/{user}/password", ADMIN, False),
+    Route("reports.index", "GET", "/staff/studies/", ANY_STAFF, False),
+    Route("reports.compliance", "GET", "/staff/studies/{study}/compliance", ANY_STAFF, False),
+    Route("admin.schedules", "GET", "/staff/admin/studies/{study}/schedule", ADMIN, False),
+    Route("admin.schedules", "POST", "/staff/admin/studies/{study}/schedule", ADMIN, False),
     Route("admin.alert_rules", "GET", "/staff/admin/studies/{study}/alerts", ADMIN, False),
     Route("admin.alert_rules", "POST", "/staff/admin/studies/{study}/alerts", ADMIN, False),
 ]

@@ -460,3 +460,27 @@ def test_admin_edits_alert_rules(admin_client: FlaskClient, study: Study, db_ses
     assert response.status_code == 400 and "Use a score from 0 to 100." in response.get_data(as_text=True)
     event = db_session.scalars(select(AuditEvent).where(AuditEvent.action == "study.alert_rules")).one()
     assert '"PF2":[true,70.0]' in (event.after or "") and '"FI":[false,50.0]' in (event.after or "")
+
+
+def test_changing_a_protocol_date_shows_what_moved(nurse_client: FlaskClient, db_session: Session) -> None:
+    study = make_study(db_session, "CART-W", template="car_t_early")
+    nurse = db_session.scalars(select(StaffUser).where(StaffUser.email == "nurse.a@example.org")).one()
+    nurse.sites.append(study.sites[0])
+    participant = enrol(db_session, study, "RA-9")
+    db_session.commit()
+    url = f"/staff/participants/{participant.id}/anchors"
+    new_date = (datetime.now() + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M")
+    missing = nurse_client.post(url, data={"kind": "infusion", "occurred_at": new_date, "reason": ""})
+    assert missing.status_code == 400 and "This field is required." in missing.get_data(as_text=True)
+    far = nurse_client.post(url, data={"kind": "infusion", "occurred_at": "2999-01-01T10:00", "reason": "typo"})
+    assert far.status_code == 400 and "too far in the past or the future" in far.get_data(as_text=True)
+    bad_kind = nurse_client.post(url, data={"kind": "surgery", "occurred_at": new_date, "reason": "x"})
+    assert bad_kind.status_code == 400
+    ok = nurse_client.post(url, data={"kind": "infusion", "occurred_at": new_date, "reason": "Product delayed"})
+    assert ok.status_code == 303
+    page = nurse_client.get(f"/staff/participants/{participant.id}").get_data(as_text=True)
+    assert "Product delayed" in page and "Day 7 moved from" not in page  # first infusion date: planned, nothing moved
+    later = (datetime.now() + timedelta(days=17)).strftime("%Y-%m-%dT%H:%M")
+    nurse_client.post(url, data={"kind": "infusion", "occurred_at": later, "reason": "Postponed again"})
+    page = nurse_client.get(f"/staff/participants/{participant.id}").get_data(as_text=True)
+    assert "Postponed again" in page and "Day 7 moved from" in page

@@ -149,6 +149,10 @@ class Reminder(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=ReminderStatus.PENDING.value)
+    #: When a pending reminder may be tried (due_at, then later after a failed attempt).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: When the current attempt was recorded (a 'sending' row left by a crash is recognised by it).
+    attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(String(500))
 
     assessment: Mapped[Assessment] = relationship()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Double, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Double, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pro_app.db.models.base import Base, one_of
@@ -25,6 +25,12 @@ class Study(Base):
     #: Alert when a score worsens from the participant's baseline by at least this many points
     #: (functional and global scales falling, symptom scales rising); None switches it off.
     worsening_alert_points: Mapped[float | None] = mapped_column(Double(), default=10.0)
+    #: Reminder plan: a message when a window opens, and/or this many hours before it closes.
+    remind_on_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    remind_hours_before_close: Mapped[int | None] = mapped_column(Integer, default=24)
+    #: Local quiet hours of the participant (HH:MM), during which nothing is sent.
+    quiet_hours_start: Mapped[str] = mapped_column(String(5), default="21:00")
+    quiet_hours_end: Mapped[str] = mapped_column(String(5), default="08:00")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     sites: Mapped[list[Site]] = relationship(back_populates="study", order_by="Site.id")

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, url_for
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from pro_app.db.models import Site, StaffUser, Study
-from pro_app.domain.errors import DomainError
+from pro_app.domain.errors import Conflict, DomainError
 from pro_app.domain.instruments import default_registry
-from pro_app.domain.states import Role
+from pro_app.domain.schedule import TimepointRule, plan_assessments
+from pro_app.domain.states import Role, TimeUnit
 from pro_app.extensions import database
 from pro_app.services.alerts import rule_settings, save_rule_settings
 from pro_app.services.auth import reset_password, set_active
+from pro_app.services.schedules import load_builtin_template, rules_of, save_template_rules, study_template
 from pro_app.services.staff import create_staff_user
-from pro_app.web.staff.forms import AlertRulesForm, ConfirmForm, ResetPasswordForm, UserForm
+from pro_app.web.staff.forms import AlertRulesForm, ConfirmForm, ResetPasswordForm, ScheduleForm, UserForm
 from pro_app.web.staff.guard import staff_required, staff_user
 from pro_app.web.staff.pages import attach_error
 
@@ -125,3 +130,78 @@ def alert_rules(study_id: int) -> Page:
     else:
         return render_template("staff/alert_rules.html", study=study, form=form, settings=settings), 400
     return render_template("staff/alert_rules.html", study=study, form=form, settings=settings)
+
+
+BLANK_ROWS = 3
+
+
+def _rules_from(form: ScheduleForm) -> list[TimepointRule]:
+    rules = []
+    for entry in form.rows:
+        row = entry.form
+        if row.remove.data or not (row.code.data or "").strip():
+            continue
+        rules.append(TimepointRule(
+            code=row.code.data.strip(), label=(row.label.data or "").strip(), anchor_kind=row.anchor_kind.data,
+            offset=row.offset.data or 0, offset_unit=TimeUnit(row.offset_unit.data),
+            window_before=row.window_before.data or 0, window_after=row.window_after.data or 0,
+            window_unit=TimeUnit(row.window_unit.data), repeat_every=row.repeat_every.data,
+            repeat_until=row.repeat_until.data,
+        ))
+    return rules
+
+
+def _example_anchors(study: Study) -> tuple[dict[str, datetime], str]:
+    """Anchors for the preview: from the query string, else a week from today at 09:00."""
+    zone = study.timezone
+    start = datetime.now(ZoneInfo(zone)).replace(hour=9, minute=0, second=0, microsecond=0) + timedelta(days=7)
+    anchors = {"enrolment": start - timedelta(days=7), "lymphodepletion": start, "infusion": start + timedelta(days=5)}
+    for kind in anchors:
+        typed = request.args.get(kind)
+        if typed:
+            try:
+                anchors[kind] = datetime.strptime(typed, "%Y-%m-%dT%H:%M").replace(tzinfo=ZoneInfo(zone))
+            except ValueError:
+                abort(400)
+    return anchors, zone
+
+
+@bp.route("/studies/<int:study_id>/schedule", methods=["GET", "POST"])
+@staff_required(Role.ADMIN.value)
+def schedules(study_id: int) -> Page:
+    study = database.session.get(Study, study_id)
+    if study is None:
+        abort(404)
+    template = study_template(database.session, study)
+    if template is None:
+        template = load_builtin_template(database.session, study, "qol_6_weekly", actor=_actor())
+        database.session.commit()
+    form = ScheduleForm()
+    status, message = 200, None
+    if form.is_submitted():
+        if form.validate():
+            try:
+                save_template_rules(database.session, template, _rules_from(form), actor=_actor())
+            except DomainError as error:
+                database.session.rollback()
+                status, message = (409 if isinstance(error, Conflict) else 400), _(error.message, **error.params)
+            else:
+                database.session.commit()
+                return redirect(url_for("admin.schedules", study_id=study.id, saved=1), code=303)
+        else:
+            status, message = 400, _("Please correct the marked fields.")
+    else:
+        for rule in rules_of(template):
+            form.rows.append_entry({
+                "code": rule.code, "label": rule.label, "anchor_kind": rule.anchor_kind, "offset": rule.offset,
+                "offset_unit": rule.offset_unit.value, "window_before": rule.window_before,
+                "window_after": rule.window_after, "window_unit": rule.window_unit.value,
+                "repeat_every": rule.repeat_every, "repeat_until": rule.repeat_until,
+            })
+        for _blank in range(BLANK_ROWS):
+            form.rows.append_entry()
+    anchors, zone = _example_anchors(study)
+    g.timezone = zone
+    preview = plan_assessments(rules_of(template), anchors, zone)
+    return render_template("staff/schedule.html", study=study, template=template, form=form, message=message,
+                           preview=preview, anchors=anchors), status

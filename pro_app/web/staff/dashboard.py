@@ -9,7 +9,7 @@ from pro_app.db.models import Study
 from pro_app.db.types import utcnow
 from pro_app.domain.states import Role
 from pro_app.extensions import database
-from pro_app.services.dashboard import build_dashboard
+from pro_app.services.dashboard import build_dashboard, failed_reminders
 from pro_app.services.staff import visible_site_ids
 from pro_app.web.staff.guard import staff_required, staff_user
 
@@ -23,6 +23,9 @@ def home() -> str:
     # "Today" is the day at the user's (first) site; administrators see the default zone.
     zone = user.sites[0].timezone if user.sites else current_app.config["DEFAULT_TIMEZONE"]
     g.timezone = zone
-    board = build_dashboard(database.session, site_ids=visible_site_ids(user), now=utcnow(), timezone=zone)
+    now = utcnow()
+    sites = visible_site_ids(user)
+    board = build_dashboard(database.session, site_ids=sites, now=now, timezone=zone)
+    undelivered = failed_reminders(database.session, site_ids=sites, now=now)
     studies = database.session.scalars(select(Study).order_by(Study.code)).all() if user.is_admin else []
-    return render_template("staff/dashboard.html", board=board, studies=studies)
+    return render_template("staff/dashboard.html", board=board, studies=studies, undelivered=undelivered)

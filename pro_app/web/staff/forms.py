@@ -105,3 +105,36 @@ class AlertRulesForm(FlaskForm):
     rules = FieldList(FormField(AlertRuleEntry))
     worsening_enabled = BooleanField(_l("Alert on worsening from baseline"))
     worsening_points = IntegerField(_l("Points of worsening"), validators=[Optional(), NumberRange(1, 100, _l("Use 1 to 100 points."))])
+
+
+class AnchorForm(FlaskForm):
+    kind = SelectField(
+        _l("Protocol event"),
+        choices=[("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion")),
+                 ("enrolment", _l("Enrolment"))],
+    )
+    occurred_at = DateTimeLocalField(_l("New date and time (participant's local time)"), format="%Y-%m-%dT%H:%M",
+                                     validators=[DataRequired(_REQUIRED)])
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_REQUIRED), Length(max=1000)])
+
+
+class TimepointEntry(FlaskForm):
+    class Meta:
+        csrf = False  # part of ScheduleForm, which carries the token
+
+    code = StringField(_l("Code"), validators=[Optional(), Length(max=40)])
+    label = StringField(_l("Label"), validators=[Optional(), Length(max=200)])
+    anchor_kind = SelectField(_l("Counted from"), choices=[
+        ("enrolment", _l("Enrolment")), ("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion"))])
+    offset = IntegerField(_l("Offset"), validators=[Optional()])
+    offset_unit = SelectField(_l("Unit"), choices=[("days", _l("days")), ("hours", _l("hours"))])
+    window_before = IntegerField(_l("Window before"), validators=[Optional(), NumberRange(min=0)])
+    window_after = IntegerField(_l("Window after"), validators=[Optional(), NumberRange(min=0)])
+    window_unit = SelectField(_l("Window unit"), choices=[("days", _l("days")), ("hours", _l("hours"))])
+    repeat_every = IntegerField(_l("Repeat every"), validators=[Optional(), NumberRange(min=1)])
+    repeat_until = IntegerField(_l("Repeat until"), validators=[Optional()])
+    remove = BooleanField(_l("Remove"))
+
+
+class ScheduleForm(FlaskForm):
+    rows = FieldList(FormField(TimepointEntry))

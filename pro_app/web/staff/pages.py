@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import segno
-from flask import current_app, render_template
+from flask import current_app, g, render_template
 from flask_babel import gettext as _
 from markupsafe import Markup
 from sqlalchemy import select
 from wtforms import Form
 
-from pro_app.db.models import AccessLink, Alert, Arm, Assessment, Participant, ScaleScore, Site, StaffUser
+from pro_app.db.models import AccessLink, Alert, Arm, Assessment, AuditEvent, Participant, ScaleScore, Site, StaffUser
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import N_, DomainError, ValidationError
 from pro_app.domain.instruments import default_registry
+from pro_app.domain.schedule import local_to_utc
 from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
 from pro_app.services.staff import visible_site_ids
 from pro_app.web.i18n import language_choices
 from pro_app.web.staff.charts import trend_svg
-from pro_app.web.staff.forms import AcknowledgeForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
+from pro_app.web.staff.forms import AcknowledgeForm, AnchorForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
 
 #: Anchor dates further away than this are almost certainly typing errors.
 ANCHOR_PAST = timedelta(days=5 * 365)
@@ -44,24 +46,26 @@ def fill_enrol_choices(form: EnrolForm, user: StaffUser) -> None:
     form.locale.choices = language_choices()
 
 
+def local_instant(value: datetime, zone_name: str, field: str) -> datetime:
+    """A date typed in the participant's local time as an aware instant, checked for sense."""
+    try:
+        ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(N_("Unknown time zone %(zone)s."), field="timezone", zone=zone_name) from None
+    instant = local_to_utc(value, zone_name)
+    now = utcnow()
+    if not now - ANCHOR_PAST <= instant <= now + ANCHOR_FUTURE:
+        raise ValidationError(N_("This date is too far in the past or the future; please check it."), field=field)
+    return instant
+
+
 def anchor_instants(form: EnrolForm, site: Site | None) -> dict[str, datetime]:
     """Anchor dates typed in the participant's local time, as UTC instants (checked for sense)."""
     zone_name = form.timezone.data or (site.timezone if site else "UTC")
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(N_("Unknown time zone %(zone)s."), field="timezone", zone=zone_name) from None
-    now = utcnow()
     anchors = {}
     for field in (form.lymphodepletion, form.infusion):
-        if field.data is None:
-            continue
-        instant = field.data.replace(tzinfo=zone)
-        if not now - ANCHOR_PAST <= instant <= now + ANCHOR_FUTURE:
-            raise ValidationError(
-                N_("This date is too far in the past or the future; please check it."), field=field.name
-            )
-        anchors[field.name] = instant
+        if field.data is not None:
+            anchors[field.name] = local_instant(field.data, zone_name, field.name)
     if "lymphodepletion" in anchors and "infusion" in anchors and anchors["infusion"] < anchors["lymphodepletion"]:
         raise ValidationError(N_("The infusion cannot be before the lymphodepletion."), field="infusion")
     return anchors
@@ -91,8 +95,10 @@ def render_participant(
     message: str | None = None,
     withdraw_form: ReasonForm | None = None,
     ack_forms: dict[int, AcknowledgeForm] | None = None,
+    anchor_form: AnchorForm | None = None,
 ) -> str:
     db = database.session
+    g.timezone = participant.timezone
     now = utcnow()
     assessments = db.scalars(
         select(Assessment).where(Assessment.participant_id == participant.id).order_by(Assessment.planned_at)
@@ -142,6 +148,37 @@ def render_participant(
         hand_over_form=TabletStartForm(),
         confirm_form=ConfirmForm(),
         withdraw_form=withdraw_form or ReasonForm(),
+        anchor_form=anchor_form or AnchorForm(),
+        reanchors=_reanchor_history(participant),
         message=message,
         demo_wording=any(a.text_source == "demo" for a in assessments),
     )
+
+
+@dataclass(frozen=True)
+class Reanchor:
+    occurred_at: datetime
+    actor: str
+    reason: str | None
+    anchor: str
+    new_at: datetime
+    moved: list[tuple[str, datetime, datetime]]
+
+
+def _reanchor_history(participant: Participant) -> list[Reanchor]:
+    """What moved when protocol dates changed, newest first (read from the audit trail)."""
+    events = database.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action == "participant.reanchor", AuditEvent.entity_id == str(participant.id))
+        .order_by(AuditEvent.seq.desc())
+    ).all()
+    history = []
+    for event in events:
+        after = json.loads(event.after or "{}")
+        history.append(Reanchor(
+            event.occurred_at, event.actor, event.reason, after.get("anchor", ""),
+            datetime.fromisoformat(after["at"]),
+            [(m["label"], datetime.fromisoformat(m["from"][0]), datetime.fromisoformat(m["to"][0]))
+             for m in after.get("moved", [])],
+        ))
+    return history

@@ -14,12 +14,12 @@ from pro_app.extensions import database
 from pro_app.services.access import IssuedLink, issue_link, revoke_links
 from pro_app.services.alerts import acknowledge_alerts
 from pro_app.services.audit import record_event
-from pro_app.services.participants import enrol_participant, withdraw_participant
+from pro_app.services.participants import enrol_participant, reanchor_participant, withdraw_participant
 from pro_app.services.questionnaire import hand_over
 from pro_app.services.staff import visible_site_ids
 from pro_app.web.patient.context import assessment_for_tablet, instrument_and_text, sign_in_tablet
 from pro_app.web.staff import pages
-from pro_app.web.staff.forms import AcknowledgeForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
+from pro_app.web.staff.forms import AcknowledgeForm, AnchorForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
 from pro_app.web.staff.guard import TABLET_KEY, participant_or_404, staff_required, staff_user
 
 bp = Blueprint("participants", __name__, url_prefix="/staff/participants")
@@ -125,6 +125,26 @@ def withdraw(participant_id: int) -> Page:
         return pages.render_participant(participant, message=_(error.message, **error.params)), 409
     database.session.commit()
     return redirect(url_for("participants.detail", participant_id=participant.id), code=303)
+
+
+@bp.post("/<int:participant_id>/anchors")
+@staff_required(*CARE_ROLES)
+def reanchor(participant_id: int) -> Page:
+    """Change a protocol date (e.g. a postponed infusion); later assessments follow it."""
+    participant = participant_or_404(participant_id)
+    form = AnchorForm()
+    if not form.validate_on_submit():
+        return pages.render_participant(participant, anchor_form=form), 400
+    try:
+        occurred_at = pages.local_instant(form.occurred_at.data, participant.timezone, "occurred_at")
+        reanchor_participant(database.session, participant, kind=form.kind.data, occurred_at=occurred_at,
+                             reason=form.reason.data, actor=_actor())
+    except DomainError as error:
+        database.session.rollback()
+        pages.attach_error(form, error)
+        return pages.render_participant(participant, anchor_form=form), 409 if error.field is None else 400
+    database.session.commit()
+    return redirect(url_for("participants.detail", participant_id=participant.id, _anchor="dates"), code=303)
 
 
 @bp.post("/<int:participant_id>/hand-over")
