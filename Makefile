@@ -51,6 +51,7 @@ demo: migrate
 run: demo
 	@echo "Serving on http://$(HOST):$(PORT)  (staff login: http://$(HOST):$(PORT)/staff/login)"
 	@exec $(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - \
+		--logger-class pro_app.gunicorn_logging.RedactingLogger \
 		--access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms' wsgi:app
 
 # Debian's Chromium for the browser tests (Playwright never downloads a browser here).

@@ -18,7 +18,7 @@ from pro_app.config import DEFAULT_INSTANCE_PATH, load_config
 from pro_app.extensions import babel, csrf, database
 from pro_app.web import errors, health, i18n, security
 from pro_app.web.patient import views as patient
-from pro_app.web.staff import admin, dashboard, guard, participants, reports, staff_auth
+from pro_app.web.staff import admin, analysis, dashboard, exports, guard, participants, reports, staff_auth
 
 TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 
@@ -56,7 +56,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(i18n.bp)
     app.register_blueprint(patient.bp)
-    for blueprint in (staff_auth.bp, dashboard.bp, participants.bp, admin.bp, reports.bp):
+    for blueprint in (staff_auth.bp, dashboard.bp, participants.bp, admin.bp, reports.bp, analysis.bp, exports.bp):
         app.register_blueprint(blueprint)
     app.jinja_env.globals["current_staff"] = guard.current_staff
     i18n.register(app)

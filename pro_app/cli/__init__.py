@@ -9,7 +9,7 @@ import click
 from flask.cli import FlaskGroup
 
 from pro_app import create_app
-from pro_app.cli import audit, db, demo, instruments, participants, scores, tick, users
+from pro_app.cli import audit, db, demo, export, instruments, participants, scores, tick, users
 from pro_app.cli.score import score_command
 
 
@@ -32,3 +32,4 @@ main.add_command(instruments.instruments_group)
 main.add_command(participants.participants_group)
 main.add_command(tick.tick_command)
 main.add_command(tick.worker_command)
+main.add_command(export.export_command)

@@ -50,12 +50,18 @@ MATRIX = [
     Route("admin.users", "POST", "/staff/admin/users", ADMIN, False),
     Route("admin.toggle_active", "POST", "/staff/admin/users/{user}/active", ADMIN, False),
     Route("admin.reset", "POST", "/staff/admin/users/{user}/password", ADMIN, False),
+    Route("exports.download", "GET", "/staff/exports/{study}", {"admin", "analyst"}, False),
+    Route("exports.download", "POST", "/staff/exports/{study}", {"admin", "analyst"}, False),
     Route("reports.index", "GET", "/staff/studies/", ANY_STAFF, False),
     Route("reports.compliance", "GET", "/staff/studies/{study}/compliance", ANY_STAFF, False),
     Route("admin.schedules", "GET", "/staff/admin/studies/{study}/schedule", ADMIN, False),
     Route("admin.schedules", "POST", "/staff/admin/studies/{study}/schedule", ADMIN, False),
     Route("admin.alert_rules", "GET", "/staff/admin/studies/{study}/alerts", ADMIN, False),
     Route("admin.alert_rules", "POST", "/staff/admin/studies/{study}/alerts", ADMIN, False),
+    Route("analysis.overview", "GET", "/staff/analysis/{study}", {"admin", "analyst"}, False),
+    Route("analysis.change", "GET", "/staff/analysis/{study}/change", {"admin", "analyst"}, False),
+    Route("analysis.chart_svg", "GET", "/staff/analysis/{study}/chart/PF2.svg", {"admin", "analyst"}, False),
+    Route("analysis.chart_png", "GET", "/staff/analysis/{study}/chart/PF2.png", {"admin", "analyst"}, False),
 ]
 #: Routes open to everybody by design (sign-in, patient pages with their own access checks).
 PUBLIC = {

@@ -28,6 +28,7 @@ from pro_app.services.questionnaire import (
     submit_assessment,
 )
 from pro_app.services.throttle import register_attempt
+from pro_app.web.choices import options
 from pro_app.web.patient import pages
 from pro_app.web.patient.context import (
     PatientContext,
@@ -135,7 +136,7 @@ def question(number: int) -> RenderResult:
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
     form = AnswerForm()
-    form.value.choices = [(v, str(v)) for v in instrument.response_set(item.response_set).values]
+    form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
     if request.method == "POST":
         if not form.validate() or form.assessment.data != assessment.id:
             status = 409 if form.assessment.data not in (None, assessment.id) else 400

@@ -20,6 +20,7 @@ from pro_app.services.alerts import rule_settings, save_rule_settings
 from pro_app.services.auth import reset_password, set_active
 from pro_app.services.schedules import load_builtin_template, rules_of, save_template_rules, study_template
 from pro_app.services.staff import create_staff_user
+from pro_app.web.choices import options
 from pro_app.web.staff.forms import AlertRulesForm, ConfirmForm, ResetPasswordForm, ScheduleForm, UserForm
 from pro_app.web.staff.guard import staff_required, staff_user
 from pro_app.web.staff.pages import attach_error
@@ -34,10 +35,10 @@ def _actor() -> str:
 
 def _user_form() -> UserForm:
     form = UserForm()
-    form.sites.choices = [
+    form.sites.choices = options(
         (site.id, f"{site.name} ({site.study.code})")
         for site in database.session.scalars(select(Site).order_by(Site.name))
-    ]
+    )
     return form
 
 

@@ -6,6 +6,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    DateField,
     DateTimeLocalField,
     DecimalField,
     EmailField,
@@ -20,6 +21,8 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+
+from pro_app.web.choices import options
 
 _REQUIRED = _l("This field is required.")
 # The same rule as the staff service applies (no extra dependency for address parsing).
@@ -70,7 +73,7 @@ class ConfirmForm(FlaskForm):
 
 class TabletStartForm(FlaskForm):
     assessment = IntegerField(validators=[DataRequired()])
-    mode = SelectField(choices=[("tablet", "tablet"), ("interview", "interview")], validators=[DataRequired()])
+    mode = SelectField(choices=options([("tablet", "tablet"), ("interview", "interview")]), validators=[DataRequired()])
 
 
 class UnlockForm(FlaskForm):
@@ -83,7 +86,7 @@ class AcknowledgeForm(FlaskForm):
 
 class UserForm(FlaskForm):
     email = EmailField(_l("Email"), validators=[DataRequired(_REQUIRED), _EMAIL, Length(max=254)])
-    role = SelectField(_l("Role"), choices=[("nurse", _l("Nurse")), ("analyst", _l("Analyst")), ("admin", _l("Administrator"))])
+    role = SelectField(_l("Role"), choices=options([("nurse", _l("Nurse")), ("analyst", _l("Analyst")), ("admin", _l("Administrator"))]))
     sites = SelectMultipleField(_l("Sites"), coerce=int)
     password = PasswordField(_l("Initial password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
@@ -110,8 +113,8 @@ class AlertRulesForm(FlaskForm):
 class AnchorForm(FlaskForm):
     kind = SelectField(
         _l("Protocol event"),
-        choices=[("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion")),
-                 ("enrolment", _l("Enrolment"))],
+        choices=options([("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion")),
+                 ("enrolment", _l("Enrolment"))]),
     )
     occurred_at = DateTimeLocalField(_l("New date and time (participant's local time)"), format="%Y-%m-%dT%H:%M",
                                      validators=[DataRequired(_REQUIRED)])
@@ -124,13 +127,13 @@ class TimepointEntry(FlaskForm):
 
     code = StringField(_l("Code"), validators=[Optional(), Length(max=40)])
     label = StringField(_l("Label"), validators=[Optional(), Length(max=200)])
-    anchor_kind = SelectField(_l("Counted from"), choices=[
-        ("enrolment", _l("Enrolment")), ("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion"))])
+    anchor_kind = SelectField(_l("Counted from"), choices=options([
+        ("enrolment", _l("Enrolment")), ("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion"))]))
     offset = IntegerField(_l("Offset"), validators=[Optional()])
-    offset_unit = SelectField(_l("Unit"), choices=[("days", _l("days")), ("hours", _l("hours"))])
+    offset_unit = SelectField(_l("Unit"), choices=options([("days", _l("days")), ("hours", _l("hours"))]))
     window_before = IntegerField(_l("Window before"), validators=[Optional(), NumberRange(min=0)])
     window_after = IntegerField(_l("Window after"), validators=[Optional(), NumberRange(min=0)])
-    window_unit = SelectField(_l("Window unit"), choices=[("days", _l("days")), ("hours", _l("hours"))])
+    window_unit = SelectField(_l("Window unit"), choices=options([("days", _l("days")), ("hours", _l("hours"))]))
     repeat_every = IntegerField(_l("Repeat every"), validators=[Optional(), NumberRange(min=1)])
     repeat_until = IntegerField(_l("Repeat until"), validators=[Optional()])
     remove = BooleanField(_l("Remove"))
@@ -138,3 +141,13 @@ class TimepointEntry(FlaskForm):
 
 class ScheduleForm(FlaskForm):
     rows = FieldList(FormField(TimepointEntry))
+
+
+class ExportForm(FlaskForm):
+    format = SelectField(_l("Format"), validators=[DataRequired(_REQUIRED)])
+    sites = SelectMultipleField(_l("Sites"), coerce=str, validators=[Optional()])
+    arms = SelectMultipleField(_l("Dose groups"), coerce=str, validators=[Optional()])
+    timepoints = SelectMultipleField(_l("Timepoints"), coerce=str, validators=[Optional()])
+    date_from = DateField(_l("Planned from"), validators=[Optional()])
+    date_to = DateField(_l("Planned until"), validators=[Optional()])
+    include_incomplete = BooleanField(_l("Include questionnaires that were not completed"))

@@ -23,6 +23,7 @@ from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
 from pro_app.services.staff import visible_site_ids
+from pro_app.web.choices import options
 from pro_app.web.i18n import language_choices
 from pro_app.web.staff.charts import trend_svg
 from pro_app.web.staff.forms import AcknowledgeForm, AnchorForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
@@ -39,11 +40,11 @@ def fill_enrol_choices(form: EnrolForm, user: StaffUser) -> None:
     if sites is not None:
         site_query = site_query.where(Site.id.in_(sites))
     visible = db.scalars(site_query).all()
-    form.site.choices = [(site.id, f"{site.name} ({site.study.code})") for site in visible]
+    form.site.choices = options((site.id, f"{site.name} ({site.study.code})") for site in visible)
     studies = {site.study_id for site in visible}
     arms = db.scalars(select(Arm).where(Arm.study_id.in_(studies)).order_by(Arm.study_id, Arm.id)).all()
-    form.arm.choices = [(arm.id, f"{arm.name} ({arm.study.code})") for arm in arms]
-    form.locale.choices = language_choices()
+    form.arm.choices = options((arm.id, f"{arm.name} ({arm.study.code})") for arm in arms)
+    form.locale.choices = options(language_choices())
 
 
 def local_instant(value: datetime, zone_name: str, field: str) -> datetime:

@@ -1,0 +1,78 @@
+"""What an export row knows about one assessment: the plain data every export format writes.
+
+Built by ``services/exports.py`` from the database and consumed by the writers in
+``pro_app/exports`` (which never touch the database).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AssessmentRecord:
+    """One assessment with its context, answers and scores.
+
+    Instants are UTC-aware; ``timezone`` is the participant's, for local times. ``answers`` maps
+    item id to value (absent = not answered); ``scores`` maps score code to value (None = not
+    scorable), both empty for an assessment without answers or scores.
+    """
+
+    assessment_id: int
+    study: str
+    site: str
+    arm: str | None
+    subject_code: str
+    participant_id: int
+    timezone: str
+    timepoint_code: str
+    timepoint_label: str
+    occurrence: int
+    visit_number: int
+    planned_at: datetime
+    window_opens_at: datetime
+    window_closes_at: datetime
+    started_at: datetime | None
+    submitted_at: datetime | None
+    status: str
+    mode: str | None
+    locale: str | None
+    instrument_code: str
+    instrument_version: str
+    text_source: str | None
+    text_checksum: str | None
+    anchors: dict[str, datetime] = field(default_factory=dict)
+    answers: dict[str, int] = field(default_factory=dict)
+    answered_at: dict[str, datetime] = field(default_factory=dict)
+    scores: dict[str, float | None] = field(default_factory=dict)
+    scoring_algorithm: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFilters:
+    """Which assessments an export holds. ``None`` means no restriction."""
+
+    study: str
+    site_ids: tuple[int, ...] | None = None
+    arm_codes: tuple[str, ...] | None = None
+    timepoint_codes: tuple[str, ...] | None = None
+    planned_from: datetime | None = None
+    planned_to: datetime | None = None
+    include_incomplete: bool = False
+
+    def describe(self) -> dict[str, object]:
+        """The filters as plain values, for the audit trail."""
+        return {
+            "study": self.study,
+            "sites": list(self.site_ids) if self.site_ids is not None else None,
+            "arms": list(self.arm_codes) if self.arm_codes is not None else None,
+            "timepoints": list(self.timepoint_codes) if self.timepoint_codes is not None else None,
+            "from": self.planned_from.isoformat() if self.planned_from else None,
+            "to": self.planned_to.isoformat() if self.planned_to else None,
+            "include_incomplete": self.include_incomplete,
+        }
