@@ -51,7 +51,7 @@ def test_load_text_takes_precedence_and_is_audited(
     db_session.commit()
     client = app.test_client()
     client.get(f"/p/{token}")
-    assessment = db_session.scalars(select(Assessment).where(Assessment.participant_id == participant.id)).first()
+    assessment = db_session.scalars(select(Assessment).where(Assessment.participant_id == participant.id).order_by(Assessment.planned_at)).first()
     assert assessment is not None
     client.post("/q/start", data={"assessment": assessment.id})
     page = client.get("/q/1").get_data(as_text=True)

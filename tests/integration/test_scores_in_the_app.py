@@ -24,7 +24,7 @@ MIXED = [2, 3, 1, 1, 1, 2, 2, 1, 3, 2, 4, 3, 1, 1, 1, 2, 1, 3, 2, 2, 3, 3, 2, 2,
 def _completed(session: Session, subject: str = "P-001", study_code: str = "SC-1") -> Assessment:
     study = make_study(session, study_code)
     participant = enrol(session, study, subject)
-    assessment = session.scalars(select(Assessment).where(Assessment.participant_id == participant.id)).first()
+    assessment = session.scalars(select(Assessment).where(Assessment.participant_id == participant.id).order_by(Assessment.planned_at)).first()
     assert assessment is not None
     start_assessment(session, assessment, mode=AssessmentMode.SELF, text=TEXT, actor="test")
     for item, value in zip(QLQ.items, MIXED):

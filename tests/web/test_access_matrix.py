@@ -93,7 +93,7 @@ def world(db_session: Session) -> dict[str, object]:
     victim = make_staff(db_session, "nurse", [study.sites[1]], "victim@acl.org")
     alerts, assessments = {}, {}
     for name, participant in (("own", own), ("other", other)):
-        assessment = db_session.scalars(select(Assessment).where(Assessment.participant_id == participant.id)).first()
+        assessment = db_session.scalars(select(Assessment).where(Assessment.participant_id == participant.id).order_by(Assessment.planned_at)).first()
         assert assessment is not None
         alert = Alert(assessment_id=assessment.id, rule_code="PF2:lt:83", scale_code="PF2", value=40.0, threshold=83.0)
         db_session.add(alert)

@@ -26,7 +26,7 @@ TEXT = default_registry().text("qlq_c30", "en")
 
 def _complete(session: Session, study: Study, code: str, site_index: int) -> None:
     participant = enrol(session, study, code, site_index=site_index)
-    assessment = session.scalars(select(Assessment).where(Assessment.participant_id == participant.id)).first()
+    assessment = session.scalars(select(Assessment).where(Assessment.participant_id == participant.id).order_by(Assessment.planned_at)).first()
     assert assessment is not None
     start_assessment(session, assessment, mode=AssessmentMode.SELF, text=TEXT, actor="test")
     for item in QLQ.items:

@@ -32,7 +32,7 @@ def _patient(session: Session, locale: str = "en") -> tuple[Participant, str, As
     study = make_study(session)
     participant = enrol(session, study, locale=locale)
     token = link_for(session, participant).token
-    assessment = session.scalars(select(Assessment).where(Assessment.participant_id == participant.id)).first()
+    assessment = session.scalars(select(Assessment).where(Assessment.participant_id == participant.id).order_by(Assessment.planned_at)).first()
     assert assessment is not None
     session.commit()
     return participant, token, assessment
