@@ -12,10 +12,11 @@ scoring code, the demo text's checksum. Answers and scores are bulk-inserted wit
 driver in chunks (6 million answer rows at the default size).
 
 Measured, each in a fresh process so that its peak memory is the export's own:
-``iter_records`` alone (reading), then ``run_export`` to a file (reading + writing) -- wall time,
-rows per second, the growth of the process's peak RSS (``ru_maxrss``) over its state after
-start-up, and the file size; then the same export again under ``tracemalloc`` for the peak of
-Python allocations (slower; its time is not reported).
+``iter_records`` alone (reading what the wide CSV needs), then ``run_export`` to a file
+(reading + writing) -- wall time, rows per second, the process's peak resident memory (VmHWM)
+and its growth over the state after start-up, and the file size; then the same export again
+under ``tracemalloc`` for the peak of Python allocations (slower; its time is not reported).
+``--formats`` adds other formats (e.g. ``wide,items-long,scores-long,xlsx``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -173,6 +175,14 @@ def _insert_chunk(
 
 
 def _rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss
+    over an exec, so a child would report the populating parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
@@ -183,24 +193,28 @@ def measure(url: str, export_format: str, mode: str) -> dict[str, Any]:
 
     engine = make_engine(url)
     filters = ExportFilters(study=STUDY)
-    output = Path(tempfile.mkdtemp(prefix="pro-bench-export-")) / f"export-{export_format}"
-    with make_session_factory(engine)() as session:
-        session.execute(select(Study.id)).all()  # connect and warm up before the baseline
-        baseline = _rss_mb()
-        if mode == "trace":
-            tracemalloc.start()
-        started = time.perf_counter()
-        if mode == "read":
-            count = sum(1 for _ in iter_records(session, filters))
-            size = 0
-        else:
-            with output.open("wb") as out:
-                count = run_export(session, filters, export_format, out, actor="benchmark")
-            size = output.stat().st_size
-        seconds = time.perf_counter() - started
-        traced = tracemalloc.get_traced_memory()[1] / 2**20 if mode == "trace" else None
-        session.rollback()
-    output.unlink(missing_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="pro-bench-export-"))
+    output = folder / f"export-{export_format}"
+    try:
+        with make_session_factory(engine)() as session:
+            session.execute(select(Study.id)).all()  # connect and warm up before the baseline
+            baseline = _rss_mb()
+            if mode == "trace":
+                tracemalloc.start()
+            started = time.perf_counter()
+            if mode == "read":  # what the wide export reads: no answer times
+                count = sum(1 for _ in iter_records(session, filters, answer_times=False))
+                size = 0
+            else:
+                with output.open("wb") as out:
+                    count = run_export(session, filters, export_format, out, actor="benchmark")
+                size = output.stat().st_size
+            seconds = time.perf_counter() - started
+            traced = tracemalloc.get_traced_memory()[1] / 2**20 if mode == "trace" else None
+            session.rollback()  # the audit event of a benchmark is not kept
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        engine.dispose()
     return {"count": count, "seconds": seconds, "baseline_mb": baseline, "peak_mb": _rss_mb(),
             "traced_mb": traced, "bytes": size}
 
@@ -220,7 +234,9 @@ def main() -> None:
     parser.add_argument("--assessments", type=int, default=20, help="completed assessments per participant (max 22)")
     parser.add_argument("--formats", default="wide",
                         help="comma-separated formats to measure (default: wide; e.g. wide,items-long,scores-long,xlsx)")
-    parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc run")
+    parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc runs")
+    parser.add_argument("--keep", action="store_true", help="keep the populated database (it is large)")
+    parser.add_argument("--database", help="measure on an already populated SQLite URL (from --keep)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--format", default="wide", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="export", help=argparse.SUPPRESS)
@@ -229,21 +245,38 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.format, args.mode)))
         return
 
-    url = temporary_sqlite_url()
-    assessments, answers, seconds = populate(url, args.participants, args.assessments)
-    size_mb = os.path.getsize(url.removeprefix("sqlite:///")) / 2**20
-    print(f"SQLite: populated {args.participants:,} participants, {assessments:,} completed assessments, "
-          f"{answers:,} answers in {seconds:.1f} s ({size_mb:,.0f} MB file)")
+    if args.database:
+        url = args.database
+        print(f"SQLite: reusing {url}")
+    else:
+        url = temporary_sqlite_url()
+        assessments, answers, seconds = populate(url, args.participants, args.assessments)
+        size_mb = os.path.getsize(url.removeprefix("sqlite:///")) / 2**20
+        print(f"SQLite: populated {args.participants:,} participants, {assessments:,} completed assessments, "
+              f"{answers:,} answers in {seconds:.1f} s ({size_mb:,.0f} MB file)")
+    try:
+        report(url, args)
+    finally:
+        if args.keep or args.database:
+            print(f"database kept: {url} (reuse it with --database)")
+        else:
+            shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent, ignore_errors=True)
+    sys.stdout.flush()
+
+
+def report(url: str, args: argparse.Namespace) -> None:
     read = _child(url, "wide", "read")
-    print(f"iter_records alone: {read['count']:,} records in {read['seconds']:.2f} s "
-          f"({read['count'] / read['seconds']:,.0f}/s), peak RSS +{read['peak_mb'] - read['baseline_mb']:.0f} MB")
+    print(f"iter_records alone (no answer times, as for wide): {read['count']:,} records in "
+          f"{read['seconds']:.2f} s ({read['count'] / read['seconds']:,.0f}/s), peak RSS {read['peak_mb']:.0f} MB")
     print()
     print(f"run_export to a file, fresh process each (target for wide: < {TARGET_SECONDS:.0f} s, < {TARGET_MB:.0f} MB)")
     print(f"{'format':<13}{'rows':>10}{'seconds':>9}{'rows/s':>10}{'RSS +MB':>9}{'RSS MB':>8}"
           f"{'traced MB':>11}{'file MB':>9}  verdict")
     for export_format in [name.strip() for name in args.formats.split(",") if name.strip()]:
         timed = _child(url, export_format, "export")
-        traced = None if args.no_trace else _child(url, export_format, "trace")["traced_mb"]
+        # tracemalloc slows openpyxl's many small allocations tenfold: traced for CSV only.
+        trace = not args.no_trace and export_format != "xlsx"
+        traced = _child(url, export_format, "trace")["traced_mb"] if trace else None
         growth = timed["peak_mb"] - timed["baseline_mb"]
         verdict = ""
         if export_format == "wide":
@@ -252,9 +285,9 @@ def main() -> None:
         print(f"{export_format:<13}{timed['count']:>10,}{timed['seconds']:>9.2f}"
               f"{timed['count'] / timed['seconds']:>10,.0f}{growth:>9.0f}{timed['peak_mb']:>8.0f}"
               f"{traced_text:>11}{timed['bytes'] / 2**20:>9.1f}  {verdict}")
-    print("rows = assessments for wide/xlsx, answers for items-long, scores for scores-long;"
-          " RSS MB = whole process peak (Python, SQLAlchemy, app code included)")
-    sys.stdout.flush()
+    print("rows = assessments for wide/xlsx, answers for items-long, scores for scores-long; RSS MB = the"
+          " process's peak (Python, SQLAlchemy, app code included), RSS +MB = its growth during the export;"
+          " traced MB = peak of Python allocations during the export")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pro_app.domain.errors import DomainError
 from pro_app.domain.records import ExportFilters
 from pro_app.exports.formats import FORMATS
 from pro_app.extensions import database
-from pro_app.services.export_run import build_filters, check_format, write_export
+from pro_app.services.export_run import begin_snapshot, build_filters, check_format, write_export
 from pro_app.services.exports import audit_export
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -61,8 +61,9 @@ def _destination(output: str) -> Path | None:
 
 
 def _reader() -> Session:
-    """A session that only reads: no write lock is taken while the records stream out."""
+    """A session that only reads, one snapshot: no write lock is held while records stream out."""
     session: Session = database.state().reader()
+    begin_snapshot(session)
     return session
 
 

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import Assessment, InstrumentTextRecord, Participant, ScheduleTemplate, Site, Study, Timepoint
@@ -169,6 +169,20 @@ def export_context(session: Session, filters: ExportFilters, *, now: datetime | 
         app_version=_app_version(),
         extra={"site_codes": site_codes, "study_name": study.name},
     )
+
+
+def begin_snapshot(session: Session) -> None:
+    """Make a fresh read-only ``session`` see one consistent snapshot for a whole export.
+
+    On PostgreSQL the default READ COMMITTED would give every chunk's queries their own
+    snapshot (an assessment submitted meanwhile could show scores but an earlier status);
+    REPEATABLE READ, read-only, fixes one. SQLite's read transactions already read a single
+    snapshot. Call it before the session's first query; a session joined to an outer
+    connection (as in tests) keeps that connection's settings.
+    """
+    bind = session.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
 
 
 def check_format(export_format: str) -> str:

@@ -5,10 +5,10 @@ and anchors of each chunk are fetched with one query each, so memory is bounded 
 and the number of queries by the number of chunks.
 
 Speed (200,000 assessments hold 6 million answers and 3.2 million scores): turning a database
-row into Python objects costs about a microsecond, so answers and scores come one row per
-assessment, aggregated into comma-separated lists in SQL, and are split in Python. Scores
-travel as text that reads back as exactly the stored float (17 significant digits on
-SQLite, PostgreSQL's shortest exact form), never rounded.
+row into Python objects costs about a microsecond, so scores, and answers when their times
+are not needed, come one row per assessment, aggregated into comma-separated lists in SQL and
+split in Python. Scores travel as text that reads back as exactly the stored float (17
+significant digits on SQLite, PostgreSQL's shortest exact form), never rounded.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def check_filters(session: Session, filters: ExportFilters) -> Study:
     return study
 
 
-#: The columns an export row needs, selected as plain values (no ORM entities to build,
-#: track and expunge: at 200,000 assessments that is most of the reading time).
+#: The columns an export row needs, selected as plain values: no ORM entities to build,
+#: track and expunge, which cost several times more than the values themselves.
 _COLUMNS = (
     Assessment.id,
     Assessment.participant_id,
