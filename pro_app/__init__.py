@@ -16,7 +16,7 @@ from flask import Flask
 
 from pro_app.config import DEFAULT_INSTANCE_PATH, load_config
 from pro_app.extensions import babel, csrf, database
-from pro_app.web import errors, health, i18n, security
+from pro_app.web import cookies, errors, health, i18n, security
 from pro_app.web.patient import views as patient
 from pro_app.web.staff import admin, analysis, dashboard, exports, guard, participants, reports, staff_auth
 
@@ -36,9 +36,7 @@ def _configure(app: Flask, overrides: Mapping[str, Any] | None) -> None:
     app.config.update(load_config(overrides))
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
     app.config["BABEL_DEFAULT_LOCALE"] = app.config["DEFAULT_LOCALE"]
-    app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    app.config["SESSION_COOKIE_SECURE"] = app.config["BASE_URL"].startswith("https://")
+    cookies.configure(app)  # HttpOnly, SameSite=Lax, Secure over HTTPS
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # the session lifetime bounds the token instead
 
 

@@ -43,6 +43,15 @@ DEFAULTS: dict[str, Any] = {
     "SMS_PAYLOAD_TEMPLATE": None,  # default: {"to": "{to}", "text": "{text}"}
     "SMS_GATEWAY_TIMEOUT": 10,
     "PREFERRED_URL_SCHEME": "http",
+    # Session cookie "Secure" flag: "auto" sets it when BASE_URL is https:// or the request
+    # itself arrived over HTTPS; "always" sets it on every response (for a TLS proxy in front
+    # whose scheme the app cannot see, with an http:// BASE_URL). See docs/staff.md.
+    "COOKIE_SECURE": "auto",
+    # Name of the service in staff members' authenticator apps (the otpauth:// issuer).
+    "SECOND_FACTOR_ISSUER": "pro-app",
+    # Time allowed between an accepted password and the second-factor code.
+    "SECOND_FACTOR_PENDING_MINUTES": 5,
+    "AUDIT_GUARD": "log",  # off | log | raise: what a commit of unaudited changes does (docs/staff.md)
 }
 
 # Settings that must be converted from the strings the environment gives.
@@ -56,7 +65,10 @@ _INT_KEYS = {
     "CODE_ATTEMPT_WINDOW_MINUTES",
     "SMTP_PORT",
     "SMS_GATEWAY_TIMEOUT",
+    "SECOND_FACTOR_PENDING_MINUTES",
 }
+#: Settings limited to a few words.
+_CHOICE_KEYS = {"COOKIE_SECURE": ("auto", "always")}
 _LIST_KEYS = {"LOCALES"}
 
 
@@ -95,6 +107,9 @@ def load_config(
         config["DATABASE_URL"] = f"sqlite:///{instance_path / 'pro-app.sqlite3'}"
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = _development_secret(config, instance_path)
+    for key, allowed in _CHOICE_KEYS.items():
+        if config[key] not in allowed:
+            raise ConfigError(f"PRO_{key} must be one of {', '.join(allowed)}, got {config[key]!r}")
     if config["DEFAULT_LOCALE"] not in config["LOCALES"]:
         raise ConfigError(
             f"PRO_DEFAULT_LOCALE {config['DEFAULT_LOCALE']!r} is not one of PRO_LOCALES {config['LOCALES']}"

@@ -19,11 +19,16 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from pro_app import create_app
+from pro_app.db.audit_guard import session_info
 from pro_app.db.engine import make_engine, make_session_factory
 from pro_app.db.migrate import upgrade
 
 POSTGRES_URL = os.environ.get("PRO_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+#: Every commit of the application (requests, CLI commands) fails in the tests if it changed
+#: audited data without an audit event. ``db_session`` is the tests' own direct database
+#: access (setting up and time-travelling rows) and is not guarded.
+AUDIT_GUARD = session_info("raise")
 
 
 def reset_postgres(url: str) -> None:
@@ -82,6 +87,7 @@ def app_config(**overrides: object) -> dict[str, object]:
         "SERVER_NAME": "localhost",
         # Forms are tested without tokens; dedicated tests switch CSRF protection back on.
         "WTF_CSRF_ENABLED": False,
+        "AUDIT_GUARD": "raise",
     }
     config.update(overrides)
     return config
@@ -91,7 +97,7 @@ def app_config(**overrides: object) -> dict[str, object]:
 def app(database_url: str, connection: Connection) -> Flask:
     app = create_app(app_config(DATABASE_URL=database_url))
     app.extensions["pro_db"].use_session_factory(
-        make_session_factory(connection, join_transaction_mode="create_savepoint")
+        make_session_factory(connection, join_transaction_mode="create_savepoint", info=AUDIT_GUARD)
     )
     return app
 

@@ -9,7 +9,7 @@ import click
 from flask.cli import FlaskGroup
 
 from pro_app import create_app
-from pro_app.cli import audit, db, demo, export, instruments, participants, scores, tick, users
+from pro_app.cli import audit, backup, db, demo, export, instruments, participants, scores, tick, users
 from pro_app.cli.score import score_command
 
 
@@ -25,6 +25,7 @@ def main() -> None:
 main.add_command(db.db_group)
 main.add_command(demo.seed_demo_command)
 main.add_command(users.create_user_command)
+main.add_command(users.reset_second_factor_command)
 main.add_command(audit.audit_group)
 main.add_command(score_command)
 main.add_command(scores.rescore_command)
@@ -33,3 +34,4 @@ main.add_command(participants.participants_group)
 main.add_command(tick.tick_command)
 main.add_command(tick.worker_command)
 main.add_command(export.export_command)
+main.add_command(backup.backup_command)

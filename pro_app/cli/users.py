@@ -1,4 +1,4 @@
-"""``pro-app create-user``."""
+"""``pro-app create-user`` and ``pro-app reset-second-factor``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from pro_app.db.models import Site
+from pro_app.db.models import Site, StaffUser
 from pro_app.domain.errors import DomainError
 from pro_app.extensions import database
-from pro_app.services.staff import create_staff_user
+from pro_app.services import second_factor
+from pro_app.services.staff import create_staff_user, normalise_email
 
 
 @click.command("create-user")
@@ -32,3 +33,22 @@ def create_user_command(email: str, role: str, sites: tuple[str, ...], password:
         session.rollback()
         raise click.ClickException(str(error)) from None
     click.echo(f"Created {user.role} {user.email}.")
+
+
+@click.command("reset-second-factor")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why (kept in the audit trail), e.g. 'phone lost'.")
+@with_appcontext
+def reset_second_factor_command(email: str, reason: str) -> None:
+    """Remove a staff account's second factor (e.g. the last administrator lost their phone)."""
+    session = database.session
+    user = session.scalars(select(StaffUser).where(StaffUser.email == normalise_email(email))).one_or_none()
+    if user is None:
+        raise click.ClickException(f"No staff account {email}.")
+    try:
+        second_factor.reset(session, user, actor="cli", reason=reason)
+        session.commit()
+    except DomainError as error:
+        session.rollback()
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Second factor of {user.email} removed; their sessions have ended.")

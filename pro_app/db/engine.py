@@ -5,6 +5,7 @@ No Flask here: the web layer, the CLI, migrations and tests all build sessions t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -30,6 +31,10 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 15000, **kwargs: Any)
     switched off and ``BEGIN`` emitted explicitly, as SQLAlchemy documents, so that
     SAVEPOINTs (used by tests and nested service calls) behave.
     """
+    # Parameters and result rows carry answers, contact details and password hashes: never
+    # in logs or error messages, whatever the log level (statements themselves still are).
+    kwargs.setdefault("hide_parameters", True)
+    _never_log_rows()
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
@@ -38,6 +43,19 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 15000, **kwargs: Any)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+class _NoResultRows(logging.Filter):
+    """Drops the "Row ..." and "Col ..." records SQLAlchemy writes at DEBUG level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(("Row ", "Col ")))
+
+
+def _never_log_rows() -> None:
+    logger = logging.getLogger("sqlalchemy.engine.Engine")
+    if not any(isinstance(f, _NoResultRows) for f in logger.filters):
+        logger.addFilter(_NoResultRows())
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -18,6 +18,7 @@ from pro_app.db.types import utcnow
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.services.access import issue_link
+from pro_app.services.audit import record_event
 from pro_app.services.participants import enrol_participant
 from pro_app.services.questionnaire import record_answer, start_assessment, submit_assessment
 from pro_app.services.schedules import load_builtin_template
@@ -75,6 +76,10 @@ def _create_demo_study(session: Session, *, actor: str, now: datetime) -> Study:
     ]
     session.add(study)
     session.flush()
+    record_event(
+        session, actor=actor, action="study.create", entity_type="study", entity_id=study.id,
+        after={"code": study.code, "sites": [s.code for s in study.sites], "arms": [a.code for a in study.arms]},
+    )
     load_builtin_template(session, study, "qol_6_weekly", actor=actor)
     for role, email, password in DEMO_USERS:
         existing = session.scalars(select(StaffUser).where(StaffUser.email == email)).one_or_none()

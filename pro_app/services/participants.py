@@ -81,6 +81,9 @@ def enrol_participant(
             "study": study.code, "site": site.code, "arm": arm.code if arm else None, "subject_code": subject_code,
             "locale": locale, "timezone": participant.timezone,
             "anchors": {k: v.isoformat() for k, v in all_anchors.items()}, "assessments": created,
+            # Whether reminders can reach the participant; the address and number themselves stay
+            # out of the append-only trail (they must remain erasable).
+            "contact": {"email": participant.email is not None, "phone": participant.phone is not None},
         },
     )
     return participant

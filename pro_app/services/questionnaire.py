@@ -3,8 +3,12 @@
 The rules that protect the patient's answers live here, shared by the phone, the tablet and
 the interview mode:
 
-- an answer is saved the moment it is given; saving the same value again changes nothing,
-  so retries are harmless;
+- an answer is saved the moment it is given; saving the same value again changes nothing;
+- every write is done at most once per request id: its receipt (``RequestReceipt``) is
+  inserted in the same transaction, under a primary key on the id, so a retried request
+  returns the stored receipt instead of writing again -- even when it arrives after a newer
+  change of the same answer, and even when two copies race in two transactions;
+- the same request id with a different payload is a conflict and changes nothing;
 - answers are accepted only while the assessment is open (or, once started, until the
   grace period after its window closes), never after it is submitted;
 - a submission is idempotent: the same submission key always returns the same result, a
@@ -13,13 +17,15 @@ the interview mode:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pro_app.db.models import Answer, Assessment, Participant
+from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import N_, Conflict, ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
@@ -27,6 +33,14 @@ from pro_app.domain.states import AssessmentMode, AssessmentStatus, ParticipantS
 from pro_app.services.alerts import evaluate_submission
 from pro_app.services.audit import record_event
 from pro_app.services.scores import store_scores
+
+#: Longest request id stored (UUIDs are 36 characters; older submission keys up to 64).
+REQUEST_ID_MAX_LENGTH = 64
+#: Longest text accepted where a UUID is expected ("urn:uuid:" plus 36 characters).
+_UUID_TEXT_MAX_LENGTH = 45
+INVALID_REQUEST_ID = N_(
+    "Your answer could not be checked, so it was not saved. Please reload the page and try again."
+)
 
 ANSWERABLE = (AssessmentStatus.SCHEDULED.value, AssessmentStatus.OPEN.value, AssessmentStatus.IN_PROGRESS.value)
 
@@ -150,11 +164,111 @@ def record_text_shown(assessment: Assessment, text: InstrumentText) -> None:
     assessment.text_checksum = text.checksum
 
 
+class ReusedRequestId(Conflict):
+    """A request id already describes another write; the new request changed nothing."""
+
+
+def new_request_id() -> str:
+    """A fresh request id, for a form the server renders or a request that came without one."""
+    return str(uuid.uuid4())
+
+
+def parse_request_id(raw: str) -> str:
+    """The client's request id as canonical UUID text (lower case, with hyphens).
+
+    Clients send a UUID (``crypto.randomUUID()`` or a server-rendered one). Anything else is
+    refused rather than stored: a key that is not unique by construction cannot protect a
+    write, and a client sending one has a bug that should surface at once.
+    """
+    text = raw.strip()
+    try:
+        if len(text) > _UUID_TEXT_MAX_LENGTH:
+            raise ValueError(text)
+        parsed = uuid.UUID(text)
+    except ValueError:
+        raise ValidationError(INVALID_REQUEST_ID, field="request_id") from None
+    if parsed.int == 0:
+        raise ValidationError(INVALID_REQUEST_ID, field="request_id")
+    return str(parsed)
+
+
+def find_receipt(session: Session, request_id: str) -> RequestReceipt | None:
+    """The stored receipt of ``request_id``, read from the database (not a cached copy)."""
+    return session.scalars(
+        select(RequestReceipt)
+        .where(RequestReceipt.request_id == request_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
 @dataclass(frozen=True)
 class SavedAnswer:
+    """The receipt of one answer save: what is returned to the request and to its retries."""
+
     item_id: str
     value: int
     changed: bool
+    request_id: str
+    saved_at: datetime
+    #: True when the request had been handled before and its stored receipt is returned.
+    replayed: bool = False
+
+
+def _checked_request_id(request_id: str | None) -> str:
+    if request_id is None or request_id == "":
+        return new_request_id()
+    if len(request_id) > REQUEST_ID_MAX_LENGTH:
+        raise ValidationError(INVALID_REQUEST_ID, field="request_id")
+    return request_id
+
+
+def _answer_from_receipt(
+    receipt: RequestReceipt, *, participant_id: int, assessment_id: int, item_id: str, value: int
+) -> SavedAnswer:
+    """A repeated answer request: the original receipt when the payload is the same.
+
+    The stored value is returned even if the answer was changed since: a late retry of an
+    old request must never overwrite a newer answer.
+    """
+    same = (
+        receipt.kind == ReceiptKind.ANSWER.value
+        and receipt.participant_id == participant_id
+        and receipt.assessment_id == assessment_id
+        and receipt.item_id == item_id
+        and receipt.value == value
+    )
+    if not same or receipt.item_id is None or receipt.value is None:
+        raise ReusedRequestId(
+            N_("This answer was not saved because the page was out of date. Please choose your answer again.")
+        )
+    return SavedAnswer(
+        receipt.item_id,
+        receipt.value,
+        changed=receipt.outcome == ReceiptOutcome.SAVED.value,
+        request_id=receipt.request_id,
+        saved_at=receipt.recorded_at,
+        replayed=True,
+    )
+
+
+def replayed_answer(
+    session: Session, request_id: str, *, participant_id: int, assessment_id: int | None, item_id: str, value: object
+) -> SavedAnswer | None:
+    """The stored receipt when this answer request was handled before, else None.
+
+    Checked before anything else, so a retry gets its original result even if the
+    questionnaire was submitted or closed in between. A different payload is a conflict.
+    """
+    receipt = find_receipt(session, request_id)
+    if receipt is None:
+        return None
+    if assessment_id is None or isinstance(value, bool) or not isinstance(value, int):
+        raise ReusedRequestId(
+            N_("This answer was not saved because the page was out of date. Please choose your answer again.")
+        )
+    return _answer_from_receipt(
+        receipt, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=value
+    )
 
 
 def validate_answer(instrument: Instrument, item_id: str, value: object) -> int:
@@ -180,25 +294,82 @@ def record_answer(
     actor: str,
     grace: timedelta,
     now: datetime | None = None,
+    request_id: str | None = None,
 ) -> SavedAnswer:
-    """Save (or change) one answer. Saving the value already stored is a no-op."""
+    """Save (or change) one answer, at most once per ``request_id``.
+
+    Saving the value already stored changes nothing (but still gives the request its
+    receipt). Without a request id the request is taken as unique and gets a new one.
+
+    Two copies of one request racing in two transactions: the second one's receipt insert
+    hits the primary key, its savepoint is rolled back (undoing its answer write and audit
+    event) and the first one's receipt is returned, so exactly one write is kept.
+    """
     now = now or utcnow()
     checked = validate_answer(instrument, item_id, value)
+    request_id = _checked_request_id(request_id)
+    participant_id, assessment_id = assessment.participant_id, assessment.id
+    stored = find_receipt(session, request_id)
+    if stored is not None:
+        return _answer_from_receipt(
+            stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
+        )
     assessment = lock_assessment(session, assessment.id)
     if assessment.status == AssessmentStatus.COMPLETED.value:
         raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
     if not accepts_answers(assessment, now, grace):
         raise Conflict(N_("This questionnaire is closed; answers can no longer be saved."))
+    try:
+        with session.begin_nested():
+            return _write_answer(
+                session, assessment, item_id=item_id, value=checked, locale=locale, actor=actor, now=now,
+                request_id=request_id,
+            )
+    except IntegrityError:
+        stored = find_receipt(session, request_id)
+        if stored is None:  # some other constraint: a real error
+            raise
+        return _answer_from_receipt(
+            stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
+        )
+
+
+def _write_answer(
+    session: Session,
+    assessment: Assessment,
+    *,
+    item_id: str,
+    value: int,
+    locale: str,
+    actor: str,
+    now: datetime,
+    request_id: str,
+) -> SavedAnswer:
     answer = session.scalars(
         select(Answer).where(Answer.assessment_id == assessment.id, Answer.item_id == item_id)
     ).one_or_none()
-    if answer is not None and answer.value == checked:
-        return SavedAnswer(item_id, checked, changed=False)
+    changed = answer is None or answer.value != value
+    # The receipt first: a duplicate request fails here, before it has changed anything.
+    session.add(
+        RequestReceipt(
+            request_id=request_id,
+            kind=ReceiptKind.ANSWER.value,
+            participant_id=assessment.participant_id,
+            assessment_id=assessment.id,
+            item_id=item_id,
+            value=value,
+            outcome=(ReceiptOutcome.SAVED if changed else ReceiptOutcome.UNCHANGED).value,
+            recorded_at=now,
+        )
+    )
+    session.flush()
+    if not changed:
+        return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
     before = None if answer is None else {"value": answer.value}
     if answer is None:
-        answer = Answer(assessment_id=assessment.id, item_id=item_id, value=checked)
+        answer = Answer(assessment_id=assessment.id, item_id=item_id, value=value)
         session.add(answer)
-    answer.value = checked
+    answer.value = value
     answer.locale = locale
     answer.answered_at = now
     answer.answered_by = actor
@@ -213,9 +384,9 @@ def record_answer(
         entity_type="assessment",
         entity_id=assessment.id,
         before=before,
-        after={"item": item_id, "value": checked, "locale": locale, "mode": assessment.mode},
+        after={"item": item_id, "value": value, "locale": locale, "mode": assessment.mode, "request_id": request_id},
     )
-    return SavedAnswer(item_id, checked, changed=True)
+    return SavedAnswer(item_id, value, changed=True, request_id=request_id, saved_at=now)
 
 
 def answers_of(session: Session, assessment: Assessment) -> dict[str, int]:
@@ -233,6 +404,41 @@ class Submission:
     scores: dict[str, float | None]
 
 
+def _check_submission_receipt(receipt: RequestReceipt, *, participant_id: int, assessment_id: int | None) -> None:
+    same = (
+        receipt.kind == ReceiptKind.SUBMIT.value
+        and receipt.participant_id == participant_id
+        and receipt.assessment_id == assessment_id
+    )
+    if not same:
+        raise ReusedRequestId(
+            N_("Nothing was submitted because the page was out of date. Please reload the page and submit again.")
+        )
+
+
+def replayed_submission(
+    session: Session, request_id: str, *, participant_id: int, assessment_id: int | None
+) -> Assessment | None:
+    """The assessment this submission request submitted before, else None.
+
+    Checked first, so a retry (a double tap, a second tab, a re-posted form) gets the same
+    result although the questionnaire no longer accepts anything. A request id that belongs
+    to another write is a conflict.
+    """
+    receipt = find_receipt(session, request_id)
+    if receipt is not None:
+        _check_submission_receipt(receipt, participant_id=participant_id, assessment_id=assessment_id)
+        return session.get(Assessment, receipt.assessment_id)
+    # Submissions made before receipts were kept: the key is on the assessment.
+    return session.scalars(
+        select(Assessment).where(
+            Assessment.participant_id == participant_id,
+            Assessment.id == assessment_id,
+            Assessment.submission_key == request_id,
+        )
+    ).one_or_none()
+
+
 def submit_assessment(
     session: Session,
     assessment: Assessment,
@@ -244,18 +450,62 @@ def submit_assessment(
     base_url: str = "",
     now: datetime | None = None,
 ) -> Submission:
-    """Submit, score and lock the assessment. The same key submitted again returns the same
-    result without changing anything; missing items are allowed (the scoring rules handle them)."""
+    """Submit, score and lock the assessment, at most once per submission key.
+
+    The same key submitted again returns the same result without changing anything; a
+    different key after submission is a conflict. Missing items are allowed (the scoring
+    rules handle them). The key is recorded twice: on the assessment and as the request's
+    receipt, both unique, in the same transaction as the scores.
+    """
     now = now or utcnow()
-    if not submission_key or len(submission_key) > 64:
+    if not submission_key or len(submission_key) > REQUEST_ID_MAX_LENGTH:
         raise ValidationError(N_("The submission could not be verified. Please reload the page."), field="key")
-    assessment = lock_assessment(session, assessment.id)
+    participant_id, assessment_id = assessment.participant_id, assessment.id
+    stored = find_receipt(session, submission_key)
+    if stored is not None:
+        _check_submission_receipt(stored, participant_id=participant_id, assessment_id=assessment_id)
+        return Submission(lock_assessment(session, assessment_id), replayed=True, scores={})
+    assessment = lock_assessment(session, assessment_id)
     if assessment.status == AssessmentStatus.COMPLETED.value:
         if assessment.submission_key == submission_key:
             return Submission(assessment, replayed=True, scores={})
         raise Conflict(N_("This questionnaire has already been submitted."))
     if not accepts_answers(assessment, now, grace):
         raise Conflict(N_("This questionnaire is closed and can no longer be submitted."))
+    try:
+        with session.begin_nested():
+            return _write_submission(
+                session, assessment, instrument, submission_key=submission_key, actor=actor, base_url=base_url, now=now
+            )
+    except IntegrityError:
+        stored = find_receipt(session, submission_key)
+        if stored is None:
+            raise
+        _check_submission_receipt(stored, participant_id=participant_id, assessment_id=assessment_id)
+        return Submission(lock_assessment(session, assessment_id), replayed=True, scores={})
+
+
+def _write_submission(
+    session: Session,
+    assessment: Assessment,
+    instrument: Instrument,
+    *,
+    submission_key: str,
+    actor: str,
+    base_url: str,
+    now: datetime,
+) -> Submission:
+    session.add(
+        RequestReceipt(
+            request_id=submission_key,
+            kind=ReceiptKind.SUBMIT.value,
+            participant_id=assessment.participant_id,
+            assessment_id=assessment.id,
+            outcome=ReceiptOutcome.SUBMITTED.value,
+            recorded_at=now,
+        )
+    )
+    session.flush()
     answered = len(answers_of(session, assessment))
     assessment.status = AssessmentStatus.COMPLETED.value
     assessment.submitted_at = now

@@ -20,11 +20,20 @@ def instrument_of(assessment: Assessment) -> Instrument:
     return default_registry().get(assessment.instrument_code, assessment.instrument_version)
 
 
-def store_scores(session: Session, assessment: Assessment, instrument: Instrument | None = None) -> dict[str, float | None]:
+def store_scores(
+    session: Session,
+    assessment: Assessment,
+    instrument: Instrument | None = None,
+    *,
+    actor: str = "system",
+    reason: str | None = None,
+) -> dict[str, float | None]:
     """(Re)compute the assessment's scores from its answers and upsert one row per score.
 
     Returns the values by score code (None = not scorable). Unchanged rows are left alone,
-    so re-scoring an unchanged assessment writes nothing.
+    so re-scoring an unchanged assessment writes nothing. Scores that were stored or changed
+    are audited (``scores.store`` on the assessment, values
+    before and after), so a score's history can be followed like an answer's.
     """
     instrument = instrument or instrument_of(assessment)
     answers = dict(
@@ -38,9 +47,12 @@ def store_scores(session: Session, assessment: Assessment, instrument: Instrumen
         for row in session.scalars(select(ScaleScore).where(ScaleScore.assessment_id == assessment.id))
     }
     now = utcnow()
+    before: dict[str, float | None] = {}
+    after: dict[str, float | None] = {}
     for code, result in results.items():
         row = existing.get(code)
         if row is None:
+            after[code] = result.value
             session.add(
                 ScaleScore(
                     assessment_id=assessment.id,
@@ -56,11 +68,18 @@ def store_scores(session: Session, assessment: Assessment, instrument: Instrumen
             result.items_answered,
             result.algorithm_version,
         ):
+            before[code], after[code] = row.value, result.value
             row.value = result.value
             row.items_answered = result.items_answered
             row.algorithm_version = result.algorithm_version
             row.computed_at = now
     session.flush()
+    if after:
+        record_event(
+            session, actor=actor, action="scores.store", entity_type="assessment", entity_id=assessment.id,
+            before={"scores": before} if before else None,
+            after={"scores": after, "algorithm_version": ALGORITHM_VERSION}, reason=reason,
+        )
     return {code: result.value for code, result in results.items()}
 
 
@@ -81,7 +100,7 @@ def rescore(session: Session, *, study_code: str | None = None, actor: str) -> R
     total = changed = 0
     for assessment in session.scalars(query.order_by(Assessment.id)):
         before = _stored_values(session, assessment.id)
-        after = store_scores(session, assessment)
+        after = store_scores(session, assessment, actor=actor)
         total += 1
         changed += before != after
     record_event(

@@ -1,9 +1,19 @@
-"""Staff accounts: creation and password handling."""
+"""Staff accounts: creation, password rules and ending sessions.
+
+A staff password must have at least ``MIN_PASSWORD_LENGTH`` characters and must not be one of
+the 20,000 most common passwords (``pro_app/data/common-passwords.txt.gz``, see the README
+beside it): attackers try those first, on every account, and length alone does not keep them
+out ("qwerty123456" is long enough). Every path that sets a password goes through
+:func:`validate_password`.
+"""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import re
 from collections.abc import Sequence
+from importlib.resources import files
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -32,11 +42,39 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The list of common passwords, read once per process on first use (not at import, so
+    commands that never set a password do not pay for it)."""
+    data = files("pro_app").joinpath("data", "common-passwords.txt.gz").read_bytes()
+    return frozenset(line.strip() for line in gzip.decompress(data).decode("utf-8").splitlines() if line.strip())
+
+
+def is_common_password(password: str) -> bool:
+    """Compared as the list is stored: lower case, without spaces at either end. No other
+    variants (such as trailing digits removed) are tried, so the rule is easy to explain."""
+    return password.strip().lower() in common_passwords()
+
+
 def validate_password(password: str) -> None:
+    """The password rules; the caller stores nothing when this raises."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationError(
             N_("The password must be at least %(min)s characters long."), field="password", min=MIN_PASSWORD_LENGTH
         )
+    if is_common_password(password):
+        raise ValidationError(
+            N_("This password is one of the most commonly used passwords and is easy to guess. Please choose another."),
+            field="password",
+        )
+
+
+def end_all_sessions(session: Session, user: StaffUser, *, actor: str, reason: str = "logout") -> None:
+    """Increase the account's session version, which ends every session of it on every server."""
+    user.session_version += 1
+    session.flush()
+    record_event(session, actor=actor, action="staff_user.sessions_ended", entity_type="staff_user",
+                 entity_id=user.id, after={"reason": reason})
 
 
 def create_staff_user(

@@ -10,8 +10,10 @@ from typing import Any
 
 from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pro_app.db import audit_guard
 from pro_app.db.engine import make_engine, make_session_factory, writer_engine
 
 _G_KEY = "_pro_db_session"
@@ -25,8 +27,11 @@ class Database:
         engine = make_engine(
             app.config["DATABASE_URL"], sqlite_busy_timeout_ms=app.config["SQLITE_BUSY_TIMEOUT_MS"]
         )
+        # Every commit is checked for changes made without an audit event (pro_app.db.audit_guard).
+        guard = audit_guard.session_info(app.config.get("AUDIT_GUARD", "log"))
         app.extensions["pro_db"] = _AppDatabase(
-            engine, reader=make_session_factory(engine), writer=make_session_factory(writer_engine(engine))
+            engine, reader=make_session_factory(engine, info=guard),
+            writer=make_session_factory(writer_engine(engine), info=guard),
         )
         app.teardown_appcontext(self._close_session)
 
@@ -57,7 +62,14 @@ class Database:
     def _close_session(_exc: BaseException | None) -> None:
         session: Session | None = g.pop(_G_KEY, None)
         if session is not None:
-            session.close()
+            try:
+                session.close()
+            except DBAPIError as error:
+                # The connection died after the response was made (database restarted, or its
+                # connections terminated): the transaction ended with it and the pool drops
+                # the connection; the finished response must not become an error page.
+                if not error.connection_invalidated:
+                    raise
 
 
 class _AppDatabase:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from pro_app.extensions import database
@@ -29,14 +30,37 @@ def _render(status: int, detail: str | None = None) -> tuple[str | dict[str, obj
     return render_template("errors/error.html", status=status, title=title, message=detail or message), status
 
 
+def csrf_failure() -> tuple[str | dict[str, object], int]:
+    """The answer to a form whose CSRF token is missing or expired (blueprints that can keep
+    what the form carried handle their own forms first and fall back to this)."""
+    return _render(400, str(_l("The form had expired. Please go back, reload the page and try again.")))
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(_error: CSRFError) -> tuple[str | dict[str, object], int]:
-        return _render(400, str(_l("The form had expired. Please go back, reload the page and try again.")))
+        return csrf_failure()
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> tuple[str | dict[str, object], int]:
         return _render(error.code or 500)
+
+    @app.errorhandler(DBAPIError)
+    def _database(error: DBAPIError) -> tuple[str | dict[str, object], int] | tuple[str | dict[str, object], int, dict[str, str]]:
+        if not error.connection_invalidated:
+            return _unexpected(error)
+        # The database connection was lost under the request (a restart, a fail-over, its
+        # connections terminated). Its transaction died with it, so nothing was stored: say
+        # "briefly unavailable, try again" -- the patient's page and the offline queue retry
+        # with the same request id -- rather than report an error. The pool has already
+        # dropped the connection; the next request gets a fresh one.
+        try:
+            database.session.rollback()
+        except DBAPIError:
+            pass
+        app.logger.warning("Database connection lost during %s %s; answered 503", request.method, request.url_rule)
+        body, status = _render(503, str(_l("The connection to the database was interrupted. Nothing was lost: please try again.")))
+        return body, status, {"Retry-After": "1"}
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[str | dict[str, object], int]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from tests.browser.conftest import (
     LiveServer,
@@ -208,3 +210,156 @@ def test_pages_make_no_external_requests(page: Page, live_server: LiveServer, pa
     _start(page, patient)
     _answer_and_next(page, 1, 1)
     assert requested and all(url.startswith(live_server.url) for url in requested), requested
+
+
+# -- request ids, expired forms and expired sign-ins ---------------------------------------------
+
+
+def _queue(page: Page, patient: Patient) -> list[dict[str, object]]:
+    raw = page.evaluate("() => localStorage.getItem('pro-app-queue-' + %d)" % patient.assessment_id)
+    return json.loads(raw) if raw else []
+
+
+def _receipts(live_server: LiveServer, assessment_id: int) -> dict[str, tuple[str | None, int | None]]:
+    from pro_app.db.models import RequestReceipt
+    from sqlalchemy import select
+
+    with live_server.session() as session:
+        rows = session.scalars(select(RequestReceipt).where(RequestReceipt.assessment_id == assessment_id)).all()
+        return {row.request_id: (row.item_id, row.value) for row in rows}
+
+
+def test_retries_of_a_queued_answer_send_the_same_request_id(
+    page: Page, live_server: LiveServer, patient: Patient
+) -> None:
+    _start(page, patient)
+    keys: list[str] = []
+    bodies: list[dict[str, object]] = []
+
+    def flaky(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        bodies.append(json.loads(route.request.post_data or "{}"))
+        if len(keys) <= 2:
+            route.fulfill(status=503, body="busy")
+        else:
+            route.continue_()
+
+    page.route("**/q/answer", flaky)
+    _choose(page, 3)
+    expect(page.locator("#save-state")).to_have_text("Answer saved.", timeout=20_000)
+    assert len(keys) == 3 and len(set(keys)) == 1, keys
+    uuid.UUID(keys[0])
+    assert all(body["request_id"] == keys[0] and body["value"] == 3 for body in bodies)
+    assert _receipts(live_server, patient.assessment_id) == {keys[0]: ("q1", 3)}
+    # Moving on posts the form under the same id: a repetition, not a second save.
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+    assert _receipts(live_server, patient.assessment_id) == {keys[0]: ("q1", 3)}
+
+
+def test_an_answer_refused_for_good_leaves_the_queue_and_the_patient_is_told(
+    page: Page, live_server: LiveServer, patient: Patient
+) -> None:
+    _start(page, patient)
+    page.route("**/q/answer", lambda route: route.fulfill(
+        status=409, content_type="application/json",
+        body=json.dumps({"error": "This questionnaire is closed; answers can no longer be saved.", "code": "closed"}),
+    ))
+    _choose(page, 2)
+    expect(page.locator("#save-state")).to_contain_text("Your answer could not be saved. This questionnaire is closed")
+    assert _queue(page, patient) == []
+
+
+def test_ended_sign_in_keeps_queued_answers_until_the_link_is_opened_again(
+    page: Page, context: BrowserContext, live_server: LiveServer, patient: Patient
+) -> None:
+    _start(page, patient)
+    _answer_and_next(page, 1, 2)
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+    context.clear_cookies()  # the sign-in ends while the page is open
+    _choose(page, 3)
+    state = page.locator("#save-state")
+    expect(state).to_contain_text("Your session has ended. Your answers are kept on this device")
+    expect(state.get_by_role("link", name="Enter my personal code")).to_be_visible()
+    queued = _queue(page, patient)
+    assert [(e["item"], e["value"]) for e in queued] == [("q2", 3)] and queued[0]["request_id"]
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 2}
+    # Moving on now reaches the server, which keeps the answer too and explains.
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.get_by_role("heading", name="Please sign in again")).to_be_visible()
+    expect(page.get_by_text("Your answer to question 2 has not been saved yet.")).to_be_visible()
+    assert_accessible(page)
+    page.goto(patient.link)
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+    expect(page.locator("#v3")).to_be_checked()
+    expect(page.locator("#save-state")).to_have_text("Answer saved.")
+    expect(page.locator("#unsaved-notice")).to_be_hidden()
+    assert_accessible(page)
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 2, "q2": 3}
+    assert _queue(page, patient) == []
+    assert queued[0]["request_id"] in _receipts(live_server, patient.assessment_id)
+
+
+def test_a_page_whose_csrf_token_expired_renews_it_and_saves(
+    page: Page, context: BrowserContext, live_server: LiveServer, patient: Patient
+) -> None:
+    _start(page, patient)
+    expect(page.locator("#progress-text")).to_have_text("Question 1 of 30")
+    context.clear_cookies()
+    other = context.new_page()  # signing in again elsewhere makes a new session and token
+    other.goto(patient.link)
+    expect(other.get_by_role("heading", name="Your questionnaire")).to_be_visible()
+    other.close()
+    _choose(page, 4)
+    expect(page.locator("#save-state")).to_have_text("Answer saved.")
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 4}
+    page.get_by_role("button", name="Next", exact=True).click()  # the form got the new token too
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+
+
+def test_without_javascript_an_ended_sign_in_keeps_the_answer_to_confirm(
+    browser: Browser, live_server: LiveServer, patient: Patient
+) -> None:
+    context = browser.new_context(**PHONE, java_script_enabled=False)
+    page = context.new_page()
+    _start(page, patient)
+    _choose(page, 1)
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+    context.clear_cookies()
+    _choose(page, 4)
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.get_by_role("heading", name="Please sign in again")).to_be_visible()
+    expect(page.get_by_text("Your answer to question 2 has not been saved yet.")).to_be_visible()
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 1}
+    page.goto(patient.link)
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+    expect(page.locator("#v4")).to_be_checked()
+    expect(page.get_by_text("please check it, then continue to save it")).to_be_visible()
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.locator("#progress-text")).to_have_text("Question 3 of 30")
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 1, "q2": 4}
+    context.close()
+
+
+def test_without_javascript_an_expired_form_is_shown_again_with_the_answer(
+    browser: Browser, live_server: LiveServer, patient: Patient
+) -> None:
+    context = browser.new_context(**PHONE, java_script_enabled=False)
+    page = context.new_page()
+    _start(page, patient)
+    expect(page.locator("#progress-text")).to_have_text("Question 1 of 30")
+    context.clear_cookies()
+    other = context.new_page()
+    other.goto(patient.link)
+    other.close()
+    _choose(page, 3)
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.get_by_text("This page had expired, so your answer has not been saved yet.")).to_be_visible()
+    expect(page.locator("#progress-text")).to_have_text("Question 1 of 30")
+    expect(page.locator("#v3")).to_be_checked()
+    assert stored_answers(live_server, patient.assessment_id) == {}
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 3}
+    context.close()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pro_app.cli import main
@@ -59,6 +60,61 @@ def test_database_refuses_bulk_changes(db_session: Session, statement) -> None: 
     _three_events(db_session)
     with pytest.raises(Exception, match="append-only"):
         db_session.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        update(AuditEvent).values(actor="x"),
+        update(AuditEvent).where(AuditEvent.seq == 2).values(reason=None).execution_options(synchronize_session=False),
+        delete(AuditEvent).where(AuditEvent.seq == 3),
+        update(AuditEvent.__table__).values(actor="x"),  # Core statements through the session too
+        delete(AuditEvent.__table__),
+    ],
+    ids=["orm-update", "orm-update-where", "orm-delete", "core-update", "core-delete"],
+)
+def test_orm_refuses_bulk_statements_before_they_reach_the_database(db_session: Session, statement) -> None:  # type: ignore[no-untyped-def]
+    _three_events(db_session)
+    with pytest.raises(AuditTrailIsAppendOnly, match="append-only"):
+        db_session.execute(statement)
+    assert verify_chain(db_session) == (3, None)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_events SET actor = 'x'",
+        "UPDATE audit_events SET reason = 'rewritten' WHERE seq = 2",
+        "DELETE FROM audit_events WHERE seq = 3",
+        "DELETE FROM audit_events",
+    ],
+)
+def test_database_triggers_refuse_raw_sql(db_session: Session, connection: Connection, sql: str) -> None:
+    """Whoever bypasses the application (psql, a script) meets the triggers of migration 0001."""
+    _three_events(db_session)
+    db_session.commit()
+    with pytest.raises(DBAPIError, match="append-only"), connection.begin_nested():
+        connection.exec_driver_sql(sql)
+    assert verify_chain(db_session) == (3, None)
+
+
+def test_database_refuses_core_statements_on_the_connection(db_session: Session, connection: Connection) -> None:
+    _three_events(db_session)
+    db_session.commit()
+    for statement in (update(AuditEvent.__table__).values(actor="x"), delete(AuditEvent.__table__)):
+        with pytest.raises(DBAPIError, match="append-only"), connection.begin_nested():
+            connection.execute(statement)
+    assert verify_chain(db_session) == (3, None)
+
+
+def test_postgresql_refuses_truncate(db_session: Session, connection: Connection) -> None:
+    if connection.dialect.name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE; its DELETE is refused row by row")
+    _three_events(db_session)
+    db_session.commit()
+    with pytest.raises(DBAPIError, match="append-only"), connection.begin_nested():
+        connection.exec_driver_sql("TRUNCATE audit_events")
+    assert verify_chain(db_session) == (3, None)
 
 
 def _disable_triggers(connection: Connection) -> None:

@@ -61,7 +61,7 @@ def test_windows_open_and_close_on_time(db_session: Session, participant: Partic
     assert db_session.scalars(select(Answer).where(Answer.assessment_id == started_late.id)).one().value == 2
     again = advance_states(db_session, now=now, grace=GRACE)
     assert (again.opened, again.missed) == (0, 0), "idempotent"
-    assert db_session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "system")).all() == [
+    assert db_session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "system").order_by(AuditEvent.seq)).all() == [
         "assessment.missed", "assessment.open"
     ]
 

@@ -21,6 +21,7 @@ ROLES = ("anonymous", "admin", "nurse", "analyst")
 ANY_STAFF = {"admin", "nurse", "analyst"}
 CARE = {"admin", "nurse"}
 ADMIN = {"admin"}
+SECOND_FACTOR = {"admin", "analyst"}  # nurses are not offered a second factor
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,23 @@ MATRIX = [
     Route("participants.reanchor", "POST", "/staff/participants/{participant}/anchors", CARE, True),
     Route("participants.start_tablet", "POST", "/staff/participants/{participant}/hand-over", CARE, True),
     Route("participants.acknowledge", "POST", "/staff/participants/assessments/{assessment}/acknowledge-alerts", CARE, True),
+    Route("participants.correct", "GET", "/staff/participants/assessments/{assessment}/correct", CARE, True),
+    Route("participants.correct", "POST", "/staff/participants/assessments/{assessment}/correct", CARE, True),
+    Route("participants.history", "GET", "/staff/participants/{participant}/history", ANY_STAFF, True),
+    Route("participants.assessment_history", "GET", "/staff/participants/assessments/{assessment}/history", ANY_STAFF,
+          True),
     Route("staff_auth.password", "GET", "/staff/password", ANY_STAFF, False),
     Route("staff_auth.password", "POST", "/staff/password", ANY_STAFF, False),
+    Route("staff_auth.second_factor", "GET", "/staff/second-factor", SECOND_FACTOR, False),
+    Route("staff_auth.second_factor", "POST", "/staff/second-factor", SECOND_FACTOR, False),
+    Route("staff_auth.remove_second_factor", "POST", "/staff/second-factor/remove", SECOND_FACTOR, False),
     Route("admin.users", "GET", "/staff/admin/users", ADMIN, False),
     Route("admin.users", "POST", "/staff/admin/users", ADMIN, False),
     Route("admin.toggle_active", "POST", "/staff/admin/users/{user}/active", ADMIN, False),
     Route("admin.reset", "POST", "/staff/admin/users/{user}/password", ADMIN, False),
+    Route("admin.reset_second_factor", "POST", "/staff/admin/users/{user}/second-factor", ADMIN, False),
+    Route("admin.study_settings", "GET", "/staff/admin/studies/{study}/settings", ADMIN, False),
+    Route("admin.study_settings", "POST", "/staff/admin/studies/{study}/settings", ADMIN, False),
     Route("exports.download", "GET", "/staff/exports/{study}", {"admin", "analyst"}, False),
     Route("exports.download", "POST", "/staff/exports/{study}", {"admin", "analyst"}, False),
     Route("reports.index", "GET", "/staff/studies/", ANY_STAFF, False),
@@ -65,7 +77,7 @@ MATRIX = [
 ]
 #: Routes open to everybody by design (sign-in, patient pages with their own access checks).
 PUBLIC = {
-    "static", "health.healthz", "i18n.choose_language", "staff_auth.login", "staff_auth.logout",
+    "static", "health.healthz", "i18n.choose_language", "staff_auth.login", "staff_auth.login_code", "staff_auth.logout",
     "staff_auth.tablet_unlock", "patient.open_link", "patient.enter_code", "patient.home", "patient.start",
     "patient.question", "patient.save_answer", "patient.review", "patient.submit", "patient.done",
 }

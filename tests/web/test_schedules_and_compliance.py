@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pro_app.db.models import Assessment, AuditEvent, Study, Timepoint
+from pro_app.db.models import Assessment, AuditEvent, ScheduleTemplate, Study, Timepoint
 from tests.factories import enrol, make_staff, make_study, sign_in
 
 
@@ -53,6 +53,27 @@ def test_editor_shows_the_template_and_a_preview(admin: FlaskClient, study: Stud
     assert 'value="baseline"' in body and "Week {week}" in body
     assert "Week 144" in body and "Week 6" in body, "the preview lists every occurrence"
     assert admin.get(f"/staff/admin/studies/{study.id}/schedule?enrolment=yesterday").status_code == 400
+
+
+def test_a_study_without_a_schedule_is_offered_the_default_and_given_it_only_when_saved(
+    admin: FlaskClient, db_session: Session
+) -> None:
+    study = make_study(db_session, "SCH-0", template=None)
+    db_session.commit()
+    url = f"/staff/admin/studies/{study.id}/schedule"
+    assert admin.get(url + "?enrolment=garbage").status_code == 400
+    page = admin.get(url)
+    assert page.status_code == 200 and 'value="baseline"' in page.get_data(as_text=True)
+    assert admin.post(url, data={"rows-0-code": ""}).status_code == 400
+    assert db_session.scalars(select(ScheduleTemplate).where(ScheduleTemplate.study_id == study.id)).all() == []
+    data = {
+        "rows-0-code": "baseline", "rows-0-label": "Baseline", "rows-0-anchor_kind": "enrolment", "rows-0-offset": 0,
+        "rows-0-offset_unit": "days", "rows-0-window_before": 0, "rows-0-window_after": 3, "rows-0-window_unit": "days",
+        "rows-0-repeat_every": "", "rows-0-repeat_until": "",
+    }
+    assert admin.post(url, data=data).status_code == 303
+    (template,) = db_session.scalars(select(ScheduleTemplate).where(ScheduleTemplate.study_id == study.id)).all()
+    assert [tp.code for tp in template.timepoints] == ["baseline"]
 
 
 def test_saving_a_changed_window_and_a_new_timepoint(admin: FlaskClient, study: Study, db_session: Session) -> None:

@@ -6,6 +6,7 @@ from pro_app.db.models.audit import AuditChainHead, AuditEvent
 from pro_app.db.models.base import Base
 from pro_app.db.models.instrument_text import InstrumentTextRecord
 from pro_app.db.models.participant import AccessLink, AnchorEvent, Participant
+from pro_app.db.models.receipts import ReceiptKind, ReceiptOutcome, RequestReceipt
 from pro_app.db.models.staff import StaffUser, staff_sites
 from pro_app.db.models.study import Arm, ScheduleTemplate, Site, Study, Timepoint
 from pro_app.db.models.throttle import RateLimitBucket
@@ -24,7 +25,10 @@ __all__ = [
     "OutboxMessage",
     "Participant",
     "RateLimitBucket",
+    "ReceiptKind",
+    "ReceiptOutcome",
     "Reminder",
+    "RequestReceipt",
     "ScaleScore",
     "ScheduleTemplate",
     "Site",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, event
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Index, Integer, String, Text, event
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
 from pro_app.db.models.base import Base
 from pro_app.db.types import UTCDateTime, utcnow
@@ -20,6 +20,8 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
+    #: A record's history reads its events by entity, in chain order.
+    __table_args__ = (Index("ix_audit_events_entity", "entity_type", "entity_id", "seq"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, unique=True)
@@ -61,3 +63,17 @@ def _refuse_update(_mapper: object, _connection: object, target: AuditEvent) -> 
 @event.listens_for(AuditEvent, "before_delete")
 def _refuse_delete(_mapper: object, _connection: object, target: AuditEvent) -> None:
     raise AuditTrailIsAppendOnly(f"audit event {target.seq} cannot be deleted")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_changes(execute_state: ORMExecuteState) -> None:
+    """``update(AuditEvent)`` / ``delete(AuditEvent)`` skip the mapper events above: refuse
+    them in the ORM too, before the database's triggers would."""
+    if not (execute_state.is_update or execute_state.is_delete):
+        return
+    statement = execute_state.statement
+    table = getattr(statement, "table", None)
+    if table is None:  # select(Entity).from_statement(update(...))
+        table = getattr(getattr(statement, "element", None), "table", None)
+    if getattr(table, "name", None) == AuditEvent.__tablename__:
+        raise AuditTrailIsAppendOnly("audit events are append-only: bulk changes are refused")

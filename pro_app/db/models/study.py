@@ -31,6 +31,9 @@ class Study(Base):
     #: Local quiet hours of the participant (HH:MM), during which nothing is sent.
     quiet_hours_start: Mapped[str] = mapped_column(String(5), default="21:00")
     quiet_hours_end: Mapped[str] = mapped_column(String(5), default="08:00")
+    #: Administrators and analysts with access to this study must sign in with a second factor
+    #: (they are sent to set one up before they can reach anything else).
+    require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     sites: Mapped[list[Site]] = relationship(back_populates="study", order_by="Site.id")

@@ -4,12 +4,16 @@ A patient is signed in by opening their personal link or typing their code; the 
 session then holds only the link's id (never the token). Every request re-checks that the
 link is still valid, so revoking a link ends every session opened with it. In tablet mode the
 session is limited to the one assessment the nurse started.
+
+The session also carries, apart from the sign-in, the answer of a question page posted after
+the sign-in had ended (see :func:`keep_pending_answer`), and the submission key of the review
+page (one per questionnaire, so two tabs or a retried submission submit exactly once).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, session
 from sqlalchemy import select
@@ -21,10 +25,14 @@ from pro_app.domain.states import AssessmentMode
 from pro_app.db.types import utcnow
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
-from pro_app.services.questionnaire import accepts_answers, current_assessment
+from pro_app.services.questionnaire import accepts_answers, current_assessment, new_request_id
 from pro_app.services.texts import text_for
 
 SESSION_KEY = "patient"
+#: An answer posted after the sign-in ended, kept until the patient is identified again.
+PENDING_KEY = "patient_pending"
+#: A kept answer older than this is no longer offered (the patient may not remember it).
+PENDING_MAX_AGE = timedelta(hours=24)
 
 
 @dataclass
@@ -54,6 +62,65 @@ def sign_in_tablet(participant_id: int, assessment_id: int, mode: AssessmentMode
 
 def sign_out_patient() -> None:
     session.pop(SESSION_KEY, None)
+
+
+def submission_key_for(assessment_id: int) -> str:
+    """The review page's submission key for this questionnaire in this browser session.
+
+    The same key on every rendering (a reload, a second tab), so whichever copy of the page
+    submits first wins and every other copy gets the same thank-you page instead of a
+    conflict. A new questionnaire (or a new sign-in) gets a new key.
+    """
+    data = session.get(SESSION_KEY)
+    if not isinstance(data, dict):
+        return new_request_id()
+    kept = data.get("submit")
+    if isinstance(kept, dict) and kept.get("assessment") == assessment_id and isinstance(kept.get("key"), str):
+        return str(kept["key"])
+    key = new_request_id()
+    data["submit"] = {"assessment": assessment_id, "key": key}
+    session.modified = True
+    return key
+
+
+@dataclass(frozen=True)
+class PendingAnswer:
+    """An answer the patient chose while signed out, not stored anywhere but their session.
+
+    It is never saved on its own: nobody was identified when it was posted. Once the patient
+    has opened their link or typed their code again, the question is shown with it selected
+    and they confirm it by moving on, which saves it like any answer.
+    """
+
+    assessment_id: int
+    number: int
+    value: int
+
+
+def keep_pending_answer(assessment_id: int, number: int, value: int, now: datetime) -> None:
+    """Hold the answer in the signed session cookie (item number and value only)."""
+    session[PENDING_KEY] = {"assessment": assessment_id, "number": number, "value": value, "at": int(now.timestamp())}
+
+
+def pending_answer(now: datetime) -> PendingAnswer | None:
+    data = session.get(PENDING_KEY)
+    if data is None:
+        return None
+    try:
+        kept_at = datetime.fromtimestamp(int(data["at"]), tz=timezone.utc)
+        pending = PendingAnswer(int(data["assessment"]), int(data["number"]), int(data["value"]))
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        drop_pending_answer()
+        return None
+    if now - kept_at > PENDING_MAX_AGE:
+        drop_pending_answer()
+        return None
+    return pending
+
+
+def drop_pending_answer() -> None:
+    if PENDING_KEY in session:  # popping a missing key would still rewrite the cookie
+        session.pop(PENDING_KEY)
 
 
 def load_patient(now: datetime) -> PatientContext | None:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from flask import abort, render_template, request, url_for
 from flask_babel import get_locale
-from sqlalchemy import select
 
 from pro_app.db.models import Assessment
 from pro_app.domain.instruments import Instrument, InstrumentText, Item
+from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
-from pro_app.services.questionnaire import answers_of, next_assessment
-from pro_app.web.patient.context import PatientContext, assessment_for, instrument_and_text
+from pro_app.services.questionnaire import answers_of, new_request_id, next_assessment
+from pro_app.web.patient.context import (
+    PatientContext,
+    PendingAnswer,
+    assessment_for,
+    drop_pending_answer,
+    instrument_and_text,
+    submission_key_for,
+)
 from pro_app.web.patient.forms import AnswerForm, SubmitForm
 
 
@@ -65,7 +73,11 @@ def render_question(
     *,
     message: str | None = None,
     error: bool = False,
+    notice: str | None = None,
 ) -> str:
+    """The question page. Every rendering carries a new request id, so only a re-post of
+    the very same page can be taken for a repetition of an earlier request."""
+    form.request_id.data = new_request_id()
     return render_template(
         "patient/question.html",
         assessment=assessment,
@@ -79,6 +91,7 @@ def render_question(
         form=form,
         message=message,
         error=error,
+        notice=notice,
     )
 
 
@@ -99,6 +112,7 @@ def render_review(
         rows.append((item, text.items[item.id], value, labels.get(value) if value is not None else None))
     missing = [item for item in instrument.items if item.id not in answers]
     form.assessment.data = assessment.id
+    form.request_id.data = form.key.data = submission_key_for(assessment.id)
     return render_template(
         "patient/review.html",
         rows=rows,
@@ -110,13 +124,50 @@ def render_review(
     )
 
 
-def already_submitted(context: PatientContext, form: SubmitForm) -> Assessment | None:
-    """A replayed submission (double tap, retried request): the assessment it submitted."""
-    key = form.key.data
-    if not key or len(key) > 64:
+def posted_value(form: AnswerForm) -> int | None:
+    """The answer a question form carried, if it reads as a number (before any other check)."""
+    raw = form.value.raw_data[0] if form.value.raw_data else None
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
         return None
-    return database.session.scalars(
-        select(Assessment).where(
-            Assessment.participant_id == context.participant.id, Assessment.submission_key == key
-        )
-    ).one_or_none()
+
+
+def posted_assessment_id(form: AnswerForm) -> int | None:
+    raw = form.assessment.raw_data[0] if form.assessment.raw_data else None
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def same_origin() -> bool:
+    """Whether the browser says this request comes from our own pages.
+
+    Browsers send ``Sec-Fetch-Site`` with form posts (and ``Origin``, which our no-referrer
+    policy turns into "null" for forms); an answer is only kept across a failed sign-in check
+    when neither names another site, so a page elsewhere cannot plant an answer for a patient
+    to confirm. Old browsers that send neither are trusted.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        return urlsplit(origin).netloc == request.host
+    return True
+
+
+def pending_question_number(pending: PendingAnswer | None, assessment: Assessment, total: int) -> int | None:
+    """The question to show again for a kept answer, or None (and the answer is dropped when
+    it cannot belong to this patient's open questionnaire: it is never applied elsewhere)."""
+    if pending is None:
+        return None
+    if (
+        pending.assessment_id != assessment.id
+        or assessment.status != AssessmentStatus.IN_PROGRESS.value
+        or not 1 <= pending.number <= total
+    ):
+        drop_pending_answer()
+        return None
+    return pending.number

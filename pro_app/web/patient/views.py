@@ -4,38 +4,49 @@ background saving, review, submission and thank-you page.
 Every page works without JavaScript (plain form posts and redirects); with JavaScript the
 page script saves answers in the background and queues them while the phone is offline.
 URLs never carry an assessment id: the session decides which questionnaire is answered.
+
+Every write carries a request id (see :mod:`pro_app.web.patient.receipts`), so retries save
+once; an expired form or sign-in never loses the answer it carried (see
+:mod:`pro_app.web.patient.recovery`).
 """
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
+from pro_app.db.models import Assessment
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import Conflict, DomainError
+from pro_app.domain.instruments import Instrument, InstrumentText, Item
 from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
     answers_of,
+    new_request_id,
     next_assessment,
     record_answer,
+    replayed_answer,
+    replayed_submission,
     start_assessment,
     submit_assessment,
 )
 from pro_app.services.throttle import register_attempt
 from pro_app.web.choices import options
-from pro_app.web.patient import pages
+from pro_app.web.patient import pages, receipts, recovery
 from pro_app.web.patient.context import (
     PatientContext,
     assessment_for,
+    drop_pending_answer,
     grace_period,
     instrument_and_text,
     load_patient,
+    pending_answer,
     sign_in_with_link,
 )
 from pro_app.web.patient.forms import AnswerApiForm, AnswerForm, CodeForm, StartForm, SubmitForm
@@ -43,6 +54,7 @@ from pro_app.web.patient.forms import AnswerApiForm, AnswerForm, CodeForm, Start
 bp = Blueprint("patient", __name__)
 
 RenderResult = str | tuple[str, int] | Response
+JsonResult = tuple[dict[str, object], int] | tuple[dict[str, object], int, dict[str, str]]
 
 
 def _message(error: DomainError) -> str:
@@ -53,11 +65,20 @@ def _status(error: DomainError) -> int:
     return 409 if isinstance(error, Conflict) else 400
 
 
+def _code(error: DomainError) -> str:
+    return "conflict" if isinstance(error, Conflict) else "invalid"
+
+
 def _require_patient() -> PatientContext:
     context = load_patient(utcnow())
     if context is None:
         abort(401)
     return context
+
+
+@bp.errorhandler(CSRFError)
+def form_expired(_error: CSRFError) -> RenderResult | tuple[dict[str, object], int]:
+    return recovery.csrf_failed()
 
 
 @bp.get("/p/<token>")
@@ -97,9 +118,13 @@ def home() -> RenderResult:
     now = utcnow()
     assessment = assessment_for(context, now)
     if assessment is None:
+        drop_pending_answer()  # a kept answer has no open questionnaire to go into
         upcoming = next_assessment(database.session, context.participant, now=now)
         return render_template("patient/nothing_due.html", upcoming=upcoming)
     instrument, text = instrument_and_text(assessment, pages.locale_code())
+    pending = pages.pending_question_number(pending_answer(now), assessment, len(instrument.items))
+    if pending is not None:  # back after the sign-in ended: confirm the answer kept from then
+        return redirect(url_for("patient.question", number=pending), code=303)
     answered = answers_of(database.session, assessment)
     return render_template(
         "patient/start.html",
@@ -124,8 +149,12 @@ def start() -> Response:
 
 @bp.route("/q/<int:number>", methods=["GET", "POST"])
 def question(number: int) -> RenderResult:
-    context = _require_patient()
     now = utcnow()
+    context = load_patient(now)
+    if context is None:
+        if request.method == "POST":
+            return recovery.session_ended(number, AnswerForm(), now)
+        abort(401)
     assessment = assessment_for(context, now)
     if assessment is None:
         return pages.closed_page(context, now)
@@ -138,51 +167,86 @@ def question(number: int) -> RenderResult:
     form = AnswerForm()
     form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
     if request.method == "POST":
-        if not form.validate() or form.assessment.data != assessment.id:
-            status = 409 if form.assessment.data not in (None, assessment.id) else 400
-            return pages.render_question(assessment, instrument, text, item, form, error=True), status
-        if form.value.data is not None:
-            try:
-                record_answer(
-                    database.session, assessment, instrument, item_id=item.id, value=form.value.data,
-                    locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
-                )
-            except DomainError as error:
-                database.session.rollback()
-                return pages.render_question(assessment, instrument, text, item, form, message=_message(error)), _status(error)
-            database.session.commit()
-        return redirect(pages.url_after(form.go.data, number, len(instrument.items)), code=303)
+        return _save_question(context, assessment, instrument, text, item, form, now)
     form.assessment.data = assessment.id
     form.value.data = answers_of(database.session, assessment).get(item.id)
-    return pages.render_question(assessment, instrument, text, item, form)
+    notice = recovery.offer_pending_answer(form, assessment, instrument, item, number, now)
+    return pages.render_question(assessment, instrument, text, item, form, notice=notice)
+
+
+def _save_question(
+    context: PatientContext,
+    assessment: Assessment,
+    instrument: Instrument,
+    text: InstrumentText,
+    item: Item,
+    form: AnswerForm,
+    now: datetime,
+) -> RenderResult:
+    """The no-JavaScript save: the page's request id makes a re-posted page save once."""
+    if not form.validate() or form.assessment.data != assessment.id:
+        status = 409 if form.assessment.data not in (None, assessment.id) else 400
+        return pages.render_question(assessment, instrument, text, item, form, error=True), status
+    if form.value.data is not None:
+        try:
+            record_answer(
+                database.session, assessment, instrument, item_id=item.id, value=form.value.data,
+                locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
+                request_id=receipts.request_id_of(form.request_id.data),
+            )
+        except DomainError as error:
+            database.session.rollback()
+            return pages.render_question(assessment, instrument, text, item, form, message=_message(error)), _status(error)
+        database.session.commit()
+        recovery.answer_saved(assessment, item.number)
+    return redirect(pages.url_after(form.go.data, item.number, len(instrument.items)), code=303)
 
 
 @bp.post("/q/answer")
-def save_answer() -> tuple[dict[str, object], int]:
-    """Background save: JSON in, JSON out. 2xx means the answer is stored durably."""
-    context = load_patient(utcnow())
+def save_answer() -> JsonResult:
+    """Background save: JSON in, a receipt out. 2xx means the answer is stored durably; the
+    same request again (same request id) gets the same receipt without a second write."""
+    now = utcnow()
+    context = load_patient(now)
     if context is None:
-        return {"error": _("Your session has ended. Please open your personal link again.")}, 401
+        return recovery.session_ended_json()
     form = AnswerApiForm()
     if not form.validate():
-        return {"error": _("The answer could not be read. Please choose it again.")}, 400
-    now = utcnow()
+        return recovery.json_error(_("The answer could not be read. Please choose it again."), "invalid", 400)
+    db = database.session
     assessment = assessment_for(context, now)
-    if assessment is None or assessment.id != form.assessment.data:
-        return {"error": _("This questionnaire is closed; answers can no longer be saved.")}, 409
+    try:
+        request_id = receipts.request_id_of(form.request_id.data)
+        if assessment is None or assessment.id != form.assessment.data:
+            # Nothing can be saved there now, but a repetition of a save made before the
+            # questionnaire was submitted or closed still gets its receipt.
+            replay = None if request_id is None else replayed_answer(
+                db, request_id, participant_id=context.participant.id, assessment_id=form.assessment.data,
+                item_id=form.item.data, value=form.value.data,
+            )
+            if replay is not None:
+                return receipts.receipt_body(replay), 200, {receipts.REPLAYED_HEADER: "true"}
+            return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
+    except DomainError as error:
+        return recovery.json_error(_message(error), _code(error), _status(error))
     instrument, text = instrument_and_text(assessment, pages.locale_code())
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
-        start_assessment(database.session, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
+        start_assessment(db, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
     try:
         saved = record_answer(
-            database.session, assessment, instrument, item_id=form.item.data, value=form.value.data,
-            locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
+            db, assessment, instrument, item_id=form.item.data, value=form.value.data,
+            locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
         )
     except DomainError as error:
-        database.session.rollback()
-        return {"error": _message(error)}, _status(error)
-    database.session.commit()
-    return {"saved": True, "item": saved.item_id, "value": saved.value, "key": form.key.data}, 200
+        db.rollback()
+        return recovery.json_error(_message(error), _code(error), _status(error))
+    db.commit()
+    recovery.answer_saved(assessment, instrument.item(saved.item_id).number)
+    if request_id is None and form.key.data:  # a page script from before request ids
+        return {"saved": True, "item": saved.item_id, "value": saved.value, "key": form.key.data}, 200
+    if saved.replayed:
+        return receipts.receipt_body(saved), 200, {receipts.REPLAYED_HEADER: "true"}
+    return receipts.receipt_body(saved), 200
 
 
 @bp.get("/q/review")
@@ -194,8 +258,7 @@ def review() -> RenderResult:
         return pages.closed_page(context, now)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
-    form = SubmitForm(assessment=assessment.id, key=secrets.token_urlsafe(24))
-    return pages.render_review(assessment, form)
+    return pages.render_review(assessment, SubmitForm(assessment=assessment.id))
 
 
 @bp.post("/q/submit")
@@ -204,10 +267,19 @@ def submit() -> RenderResult:
     now = utcnow()
     form = SubmitForm()
     db = database.session
-    submitted = pages.already_submitted(context, form)
-    if submitted is not None:
-        return redirect(url_for("patient.done"), code=303)
     assessment = assessment_for(context, now)
+    try:
+        request_id = receipts.request_id_of(form.request_id.data, legacy_key=form.key.data)
+        # Once submitted the questionnaire accepts nothing, but a repetition of the request
+        # that submitted it (double tap, second tab, retry) gets the same thank-you page.
+        if assessment is None and request_id is not None and replayed_submission(
+            db, request_id, participant_id=context.participant.id, assessment_id=form.assessment.data
+        ):
+            return redirect(url_for("patient.done"), code=303)
+    except DomainError as error:
+        if assessment is None:
+            return pages.closed_page(context, now)
+        return pages.render_review(assessment, form, message=_message(error)), _status(error)
     if assessment is None:
         return pages.closed_page(context, now)
     if not form.validate() or form.assessment.data != assessment.id:
@@ -218,8 +290,8 @@ def submit() -> RenderResult:
         return pages.render_review(assessment, form, confirm_needed=True), 400
     try:
         submit_assessment(
-            db, assessment, instrument, submission_key=form.key.data, actor=context.actor, grace=grace_period(),
-            base_url=current_app.config["BASE_URL"], now=now,
+            db, assessment, instrument, submission_key=request_id or new_request_id(), actor=context.actor,
+            grace=grace_period(), base_url=current_app.config["BASE_URL"], now=now,
         )
     except DomainError as error:
         db.rollback()

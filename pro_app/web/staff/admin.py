@@ -1,4 +1,5 @@
-"""Administration: staff accounts and the study's alert rules (administrators only)."""
+"""Administration: staff accounts (with their second factor), each study's settings and alert
+rules (administrators only)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,24 @@ from werkzeug.wrappers import Response
 from pro_app.db.models import Site, StaffUser, Study
 from pro_app.domain.errors import Conflict, DomainError
 from pro_app.domain.instruments import default_registry
-from pro_app.domain.schedule import TimepointRule, plan_assessments
+from pro_app.domain.schedule import BUILTIN_TEMPLATES, TimepointRule, plan_assessments
 from pro_app.domain.states import Role, TimeUnit
 from pro_app.extensions import database
+from pro_app.services import second_factor
 from pro_app.services.alerts import rule_settings, save_rule_settings
 from pro_app.services.auth import reset_password, set_active
 from pro_app.services.schedules import load_builtin_template, rules_of, save_template_rules, study_template
 from pro_app.services.staff import create_staff_user
 from pro_app.web.choices import options
-from pro_app.web.staff.forms import AlertRulesForm, ConfirmForm, ResetPasswordForm, ScheduleForm, UserForm
+from pro_app.web.staff.forms import (
+    AlertRulesForm,
+    ConfirmForm,
+    ResetPasswordForm,
+    ResetSecondFactorForm,
+    ScheduleForm,
+    StudySettingsForm,
+    UserForm,
+)
 from pro_app.web.staff.guard import staff_required, staff_user
 from pro_app.web.staff.pages import attach_error
 
@@ -64,7 +74,8 @@ def users() -> Page:
         status = 400
     accounts = database.session.scalars(select(StaffUser).order_by(StaffUser.email)).all()
     return render_template("staff/users.html", form=form, accounts=accounts, confirm_form=ConfirmForm(),
-                           reset_form=ResetPasswordForm()), status
+                           reset_form=ResetPasswordForm(formdata=None),
+                           factor_form=ResetSecondFactorForm(formdata=None)), status
 
 
 def _account(user_id: int) -> StaffUser:
@@ -103,6 +114,54 @@ def reset(user_id: int) -> Page:
                            message=_("Please type the new password.")), 400
 
 
+@bp.post("/users/<int:user_id>/second-factor")
+@staff_required(Role.ADMIN.value)
+def reset_second_factor(user_id: int) -> Page:
+    """Remove an account's second factor (a lost phone), with a reason for the audit trail."""
+    account = _account(user_id)
+    form = ResetSecondFactorForm()
+    title = _("Second factor not reset")
+    if account.id == staff_user().id:
+        return render_template("staff/message.html", title=title,
+                               message=_("Manage your own second factor on your account page.")), 400
+    if not form.validate_on_submit():
+        return render_template("staff/message.html", title=title, message=_("Please give a reason.")), 400
+    try:
+        second_factor.reset(database.session, account, actor=_actor(), reason=form.reason.data)
+    except DomainError as error:
+        database.session.rollback()
+        return render_template("staff/message.html", title=title, message=_(error.message, **error.params)), (
+            409 if isinstance(error, Conflict) else 400)
+    database.session.commit()
+    return redirect(url_for("admin.users"), code=303)
+
+
+def _study(study_id: int) -> Study:
+    study = database.session.get(Study, study_id)
+    if study is None:
+        abort(404)
+    return study
+
+
+@bp.route("/studies/<int:study_id>/settings", methods=["GET", "POST"])
+@staff_required(Role.ADMIN.value)
+def study_settings(study_id: int) -> Page:
+    """Study-wide security settings: whether administrators and analysts need a second factor."""
+    study = _study(study_id)
+    form = StudySettingsForm()
+    if form.validate_on_submit():
+        second_factor.set_requirement(database.session, study, required=bool(form.require_second_factor.data),
+                                      actor=_actor())
+        database.session.commit()
+        return redirect(url_for("admin.study_settings", study_id=study.id, saved=1), code=303)
+    status = 400 if form.is_submitted() else 200
+    if not form.is_submitted():
+        form.require_second_factor.data = study.require_second_factor
+    missing = second_factor.accounts_without(database.session, study)
+    return render_template("staff/study_settings.html", study=study, form=form, missing=missing,
+                           saved=request.args.get("saved") == "1"), status
+
+
 @bp.route("/studies/<int:study_id>/alerts", methods=["GET", "POST"])
 @staff_required(Role.ADMIN.value)
 def alert_rules(study_id: int) -> Page:
@@ -134,6 +193,8 @@ def alert_rules(study_id: int) -> Page:
 
 
 BLANK_ROWS = 3
+#: The schedule a study without one is offered (and given when an administrator first saves).
+DEFAULT_TEMPLATE = "qol_6_weekly"
 
 
 def _rules_from(form: ScheduleForm) -> list[TimepointRule]:
@@ -173,15 +234,17 @@ def schedules(study_id: int) -> Page:
     study = database.session.get(Study, study_id)
     if study is None:
         abort(404)
+    anchors, zone = _example_anchors(study)  # refuses a malformed preview date before anything else
     template = study_template(database.session, study)
-    if template is None:
-        template = load_builtin_template(database.session, study, "qol_6_weekly", actor=_actor())
-        database.session.commit()
+    # A study without a schedule is shown the default one; it is stored only when saved.
+    current = rules_of(template) if template is not None else list(BUILTIN_TEMPLATES[DEFAULT_TEMPLATE][1])
     form = ScheduleForm()
     status, message = 200, None
     if form.is_submitted():
         if form.validate():
             try:
+                if template is None:
+                    template = load_builtin_template(database.session, study, DEFAULT_TEMPLATE, actor=_actor())
                 save_template_rules(database.session, template, _rules_from(form), actor=_actor())
             except DomainError as error:
                 database.session.rollback()
@@ -192,7 +255,7 @@ def schedules(study_id: int) -> Page:
         else:
             status, message = 400, _("Please correct the marked fields.")
     else:
-        for rule in rules_of(template):
+        for rule in current:
             form.rows.append_entry({
                 "code": rule.code, "label": rule.label, "anchor_kind": rule.anchor_kind, "offset": rule.offset,
                 "offset_unit": rule.offset_unit.value, "window_before": rule.window_before,
@@ -201,8 +264,7 @@ def schedules(study_id: int) -> Page:
             })
         for _blank in range(BLANK_ROWS):
             form.rows.append_entry()
-    anchors, zone = _example_anchors(study)
     g.timezone = zone
-    preview = plan_assessments(rules_of(template), anchors, zone)
+    preview = plan_assessments(current, anchors, zone)
     return render_template("staff/schedule.html", study=study, template=template, form=form, message=message,
                            preview=preview, anchors=anchors), status

@@ -95,6 +95,24 @@ class ResetPasswordForm(FlaskForm):
     password = PasswordField(_l("New password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
 
+class SecondFactorCodeForm(FlaskForm):
+    """A 6-digit code from the authenticator app (spaces allowed, checked by the service)."""
+
+    code = StringField(_l("Code from your authenticator app"), validators=[DataRequired(_REQUIRED), Length(max=20)])
+
+
+class RemoveSecondFactorForm(FlaskForm):
+    password = PasswordField(_l("Your password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
+
+
+class ResetSecondFactorForm(FlaskForm):
+    reason = StringField(_l("Reason"), validators=[DataRequired(_REQUIRED), Length(max=1000)])
+
+
+class StudySettingsForm(FlaskForm):
+    require_second_factor = BooleanField(_l("Require a second factor for administrator and analyst accounts"))
+
+
 class AlertRuleEntry(FlaskForm):
     class Meta:
         csrf = False  # part of AlertRulesForm, which carries the token

@@ -2,8 +2,10 @@
 
 Checked on every request: the account is active, the session's version equals the
 account's (logout, password change and deactivation bump it, ending copied cookies too), the
-session has not been idle longer than ``STAFF_SESSION_MINUTES``, the role is allowed, and a
-tablet handed to a patient is not unlocked.
+session has not been idle longer than ``STAFF_SESSION_MINUTES``, the role is allowed, a
+tablet handed to a patient is not unlocked, and an administrator or analyst whom a study
+requires to use a second factor has set one up (until then only the enrolment page and
+signing out are reachable).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from pro_app.db.models import Participant, StaffUser
 from pro_app.extensions import database
+from pro_app.services.second_factor import enrolment_required
 from pro_app.services.staff import can_see_site
 
 SESSION_KEY = "staff"
@@ -66,9 +69,17 @@ def tablet_locked() -> bool:
     return TABLET_KEY in session
 
 
-def staff_required(*roles: str) -> Callable[[F], F]:
+def second_factor_due(user: StaffUser) -> bool:
+    """True while a study requires this user to set up a second factor (once per request)."""
+    if "second_factor_due" not in g:
+        g.second_factor_due = enrolment_required(database.session, user)
+    return bool(g.second_factor_due)
+
+
+def staff_required(*roles: str, before_second_factor: bool = False) -> Callable[[F], F]:
     """Only signed-in staff of ``roles`` (any role when none given), never while the tablet
-    is in a patient's hands."""
+    is in a patient's hands, and only once a second factor required of them is set up
+    (``before_second_factor`` marks the enrolment pages themselves)."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -80,6 +91,8 @@ def staff_required(*roles: str) -> Callable[[F], F]:
                 return redirect(url_for("staff_auth.login", next=request.full_path.rstrip("?")))
             if roles and user.role not in roles:
                 abort(403)
+            if not before_second_factor and second_factor_due(user):
+                return redirect(url_for("staff_auth.second_factor"))
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]
