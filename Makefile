@@ -15,7 +15,7 @@ export PRO_BASE_URL ?= http://$(HOST):$(PORT)
 help:
 	@echo "make run    - set up and serve the demo on http://$(HOST):$(PORT)"
 	@echo "make test   - set up and run the test suite (SQLite; PostgreSQL too when PRO_TEST_DATABASE_URL is set)"
-	@echo "make bench  - run the benchmarks and print their figures"
+	@echo "make bench  - run the benchmarks, print one table and write benchmarks/results.md (BENCH_ARGS=--quick: short run)"
 	@echo "make translations - extract, update and compile the message catalogues"
 
 $(BIN)/python:
@@ -76,8 +76,11 @@ test: setup-test
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every script under benchmarks/, one table, also written to benchmarks/results.md (about 12
+# minutes on 2 cores, at most 15; `make bench BENCH_ARGS=--quick` about 3, at most 4). Lighthouse
+# (npm) and Chromium come with setup-test. See docs/performance.md.
 bench: setup-test
-	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 # Extract every marked string, merge it into each catalogue (new entries arrive empty: the
 # catalogue test then names them until they are translated), and compile the .mo files.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -12,6 +14,24 @@ from flask import Flask  # noqa: E402
 
 from pro_app import create_app  # noqa: E402
 from pro_app.db.migrate import upgrade  # noqa: E402
+
+
+def figure(
+    name: str, value: float | None, unit: str, *, budget: str = "", passed: bool | None = None,
+    ceiling: float | None = None, ratio: float | None = None, note: str = "",
+) -> dict[str, Any]:
+    """One row of the results table that benchmarks/run_all.py prints and writes.
+
+    ``passed`` is None where there is no budget, or where the run was too small to judge it
+    (``--quick`` sizes); ``ceiling`` and ``ratio`` are for figures measured against one.
+    """
+    return {"name": name, "value": value, "unit": unit, "ceiling": ceiling, "ratio": ratio,
+            "budget": budget, "pass": passed, "note": note}
+
+
+def print_figures_json(figures: list[dict[str, Any]]) -> None:
+    """The machine-readable result (``--json``): one line, the last one the script prints."""
+    print(json.dumps({"figures": figures}), flush=True)
 
 
 def temporary_app(**config: object) -> Flask:

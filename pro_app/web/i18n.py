@@ -11,17 +11,38 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, redirect, request, session
 from babel import Locale
-from flask_babel import get_locale
+from flask_babel import get_locale, gettext
 from werkzeug.wrappers import Response
+
+from pro_app.domain.errors import N_
 
 bp = Blueprint("i18n", __name__)
 
 SESSION_KEY = "lang"
 
 
+#: Names of assessment and participant states as staff read them.
+STATE_LABELS = {
+    "scheduled": N_("scheduled"), "open": N_("open"), "in_progress": N_("in progress"),
+    "completed": N_("completed"), "missed": N_("missed"), "cancelled": N_("cancelled"),
+    "active": N_("active"), "withdrawn": N_("withdrawn"),
+}
+
+
 def register(app: Flask) -> None:
     app.jinja_env.globals["get_locale"] = get_locale
     app.jinja_env.globals["language_choices"] = language_choices
+    app.jinja_env.globals["state_label"] = state_label
+
+
+def state_label(value: str) -> str:
+    """A state's name in the page's language. Translated once per request: a dashboard shows
+    hundreds of rows, and looking up the same eight names for each was most of its time."""
+    labels: dict[str, str] | None = g.get("_state_labels")
+    if labels is None:
+        labels = {key: gettext(text) for key, text in STATE_LABELS.items()}
+        g._state_labels = labels
+    return labels.get(value, value)
 
 
 def language_choices() -> list[tuple[str, str]]:

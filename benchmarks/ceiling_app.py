@@ -1,0 +1,135 @@
+"""The ceiling: a bare Flask app that does the least work each measured path could possibly do.
+
+Served by ``benchmarks/web.py`` with exactly the gunicorn settings of ``make run`` (same
+worker count and class, loopback bind, the same access log format and logger class), on the
+same machine and in the same run as pro-app, so that each pro-app figure can be read as a
+share of what this machine can serve at all with this stack:
+
+- ``GET /plain``: a plain-text response (the cost of gunicorn + Flask alone);
+- ``GET /form``: a static form of 30 radio buttons rendered from a Jinja template, about
+  the size of the patient's question page (the least a question page can cost);
+- ``POST /insert``: one row inserted and committed in SQLite (WAL journal,
+  ``synchronous=FULL``, ``BEGIN IMMEDIATE`` and a busy timeout, as pro-app's engine does),
+  a small JSON reply (the least a durable answer save can cost);
+- ``GET /healthz``: for the harness to know the server is up.
+
+The SQLite file is named by ``CEILING_DATABASE`` (created if missing). Run by hand:
+``CEILING_DATABASE=/tmp/c.sqlite3 .venv/bin/gunicorn --chdir benchmarks ceiling_app:app``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from jinja2 import DictLoader
+
+#: 30 radio buttons in 6 fieldsets of 5, with labels, hidden fields and buttons: close to
+#: the markup and size of pro-app's question page (web.py prints both sizes).
+FORM_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<link rel="stylesheet" href="/static/app.css">
+<meta name="csrf-token" content="{{ token }}">
+</head>
+<body class="patient">
+<header class="top"><span class="brand">{{ title }}</span></header>
+<main id="main">
+<form method="post" action="/form" class="question" id="question-form" autocomplete="off">
+  <input type="hidden" name="csrf_token" value="{{ token }}">
+  <input type="hidden" name="request_id" value="{{ request_id }}">
+  <h1 class="progress-text" id="progress-text">Form with {{ groups|length * 5 }} choices</h1>
+  <progress max="30" value="1" aria-labelledby="progress-text"></progress>
+  {%- for group in groups %}
+  <fieldset>
+    <legend><span class="recall">During the past week:</span>
+      <span class="item-text">Statement number {{ group }} about how you have been feeling lately?</span></legend>
+    <div class="options labelled">
+    {%- for value in values %}
+      <label class="option" for="g{{ group }}v{{ value }}">
+        <input type="radio" id="g{{ group }}v{{ value }}" name="g{{ group }}" value="{{ value }}">
+        <span>{{ labels[value] }}</span>
+      </label>
+    {%- endfor %}
+    </div>
+  </fieldset>
+  {%- endfor %}
+  <p class="save-state" id="save-state" role="status" aria-live="polite"></p>
+  <div class="actions">
+    <button type="submit" name="go" value="back" class="secondary">Back</button>
+    <button type="submit" name="go" value="next">Next</button>
+  </div>
+</form>
+</main>
+<footer class="bottom"><p>Static form used to measure the ceiling of a rendered page.</p></footer>
+<script src="/static/questionnaire.js" defer></script>
+</body>
+</html>
+"""
+LABELS = {1: "Not at all", 2: "A little", 3: "Quite a bit", 4: "Very much", 5: "Does not apply"}
+
+
+def _connection() -> sqlite3.Connection:
+    """One connection per worker process, opened on first use (after gunicorn's fork)."""
+    connection: sqlite3.Connection | None = getattr(_connection, "open", None)
+    if connection is None:
+        connection = sqlite3.connect(os.environ.get("CEILING_DATABASE", "ceiling.sqlite3"), isolation_level=None)
+        connection.execute("PRAGMA busy_timeout = 15000")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS saves (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
+            "value INTEGER NOT NULL, saved_at REAL NOT NULL)"
+        )
+        setattr(_connection, "open", connection)
+    return connection
+
+
+def create_ceiling_app() -> Flask:
+    app = Flask(__name__)
+    # A loader (not render_template_string, which compiles on every call): the template is
+    # compiled once per worker and cached, as pro-app's file templates are.
+    app.jinja_loader = DictLoader({"form.html": FORM_TEMPLATE})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok", mimetype="text/plain")
+
+    @app.get("/plain")
+    def plain() -> Response:
+        return Response("Hello, patient.\n", mimetype="text/plain")
+
+    @app.get("/form")
+    def form() -> str:
+        return render_template(
+            "form.html", title="Ceiling form", token="a" * 91, request_id="00000000-0000-4000-8000-000000000000",
+            groups=range(1, 7), values=range(1, 6), labels=LABELS,
+        )
+
+    @app.post("/insert")
+    def insert() -> tuple[Response, int]:
+        payload = request.get_json(silent=True) or {}
+        value = payload.get("value", 1) if isinstance(payload, dict) else 1
+        connection = _connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = connection.execute(
+                "INSERT INTO saves (request_id, value, saved_at) VALUES (?, ?, ?)",
+                (request.headers.get("Idempotency-Key", ""), int(value) if isinstance(value, int) else 1, time.time()),
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        g.row = cursor.lastrowid
+        return jsonify(saved=True, id=g.row), 200
+
+    return app
+
+
+app = create_ceiling_app()

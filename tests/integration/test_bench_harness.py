@@ -1,0 +1,69 @@
+"""The benchmark harness itself: the ceiling app under gunicorn, loaded by the load generator.
+
+A one-second run of ``benchmarks/ceiling_app.py`` served with ``make run``'s gunicorn command
+and loaded by ``benchmarks/loadgen.py`` in its own process, as ``benchmarks/web.py`` does.
+Only the shape of the result is checked (requests made, no errors, every field present),
+never a timing: the figures come from ``make bench``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from run_all import Outcome, table  # noqa: E402
+from web import LoadSettings, load, make_run_command, serving, workers_of  # noqa: E402
+
+LATENCY_FIELDS = {"mean", "p50", "p90", "p95", "p99", "max"}
+RESULT_FIELDS = {"connections", "seconds", "requests", "rps", "errors", "statuses", "transport_errors",
+                 "unexpected", "bytes_per_response", "latency_ms"}
+
+
+def test_ceiling_app_under_load_gives_a_well_formed_result(tmp_path: Path) -> None:
+    database = tmp_path / "ceiling.sqlite3"
+    settings = LoadSettings(seconds=1.0, warmup=0.2, connections=4)
+    with serving("ceiling", "ceiling_app:app", {"CEILING_DATABASE": str(database)}, tmp_path,
+                 chdir=BENCHMARKS) as server:
+        assert "--chdir" in server.command and f"127.0.0.1:{server.port}" in server.command
+        assert workers_of(server.command) == workers_of(make_run_command()[0])
+        page = load(server.port, {"connections": [[{"method": "GET", "path": "/form"}]]}, settings, tmp_path,
+                    label="form")
+        insert = load(server.port, {"connections": [[{
+            "method": "POST", "path": "/insert", "body": '{"value": {v}}',
+            "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"},
+        }]]}, settings, tmp_path, label="insert")
+        assert not server.errors()
+
+    for result in (page, insert):
+        assert RESULT_FIELDS <= set(result), result
+        assert LATENCY_FIELDS <= set(result["latency_ms"]), result
+        assert result["requests"] > 0 and result["rps"] > 0, result
+        assert result["errors"] == 0 and result["transport_errors"] == {} and result["unexpected"] == [], result
+        assert result["statuses"] == {"200": result["requests"]}, result
+        assert result["connections"] == 4
+        assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
+    assert page["bytes_per_response"] > 5000  # the 30-radio form, about the question page's size
+
+    # Every insert answered 200 is a committed row, with its own request id, alternating values.
+    with sqlite3.connect(database) as connection:
+        rows, distinct_ids, values = connection.execute(
+            "SELECT count(*), count(DISTINCT request_id), group_concat(DISTINCT value) FROM saves").fetchone()
+    assert rows >= insert["requests"] and distinct_ids == rows
+    assert sorted(values.split(",")) == ["1", "2"]
+
+
+def test_a_failing_script_becomes_an_error_row_of_the_table() -> None:
+    good = Outcome("scoring.py", ["--json"], 3.0, "ok", [{
+        "name": "Scoring batch", "value": 0.5, "unit": "s", "ceiling": None, "ratio": None,
+        "budget": "< 1 s", "pass": True, "note": ""}])
+    broken = Outcome("web.py", ["--json"], 9.0, "failed (exit 1)", [], tail="RuntimeError: gunicorn exited with 3")
+    lines = table([good, broken])
+    assert lines[0].startswith("| Script | Figure | Value | Ceiling | Ratio | Budget | Result |")
+    assert any("Scoring batch" in line and "| pass |" in line for line in lines)
+    assert any(line.startswith("| web.py | failed (exit 1) |") and "| ERROR |" in line and "gunicorn exited" in line
+               for line in lines)
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
