@@ -8,7 +8,7 @@ Data (a temporary SQLite file, migrated): ``--participants`` (default 10,000) at
 three dose groups, each with lymphodepletion, infusion and enrolment anchors and
 ``--assessments`` (default 20) completed questionnaires from the dense CAR-T schedule and its
 12-weekly follow-up: all 30 items answered (random values), the 16 scores computed by the real
-scoring code, the demo text's checksum. Answers and scores are bulk-inserted with the SQLite
+scoring code, each assessment's result row as the app writes it, the demo text's checksum. Answers and scores are bulk-inserted with the SQLite
 driver in chunks (6 million answer rows at the default size).
 
 Measured, each in a fresh process so that its peak memory is the export's own:
@@ -44,11 +44,12 @@ import numpy as np
 
 from pro_app.db.engine import make_engine, make_session_factory
 from pro_app.db.models import AnchorEvent, Arm, Assessment, Participant, Site, Study
-from pro_app.domain.instruments import default_registry
+from pro_app.domain.instruments import Instrument, default_registry
 from pro_app.domain.records import ExportFilters
 from pro_app.domain.schedule import BUILTIN_TEMPLATES, TimepointRule, plan_assessments
 from pro_app.domain.scoring import ALGORITHM_VERSION, score_batch
 from pro_app.domain.states import AssessmentStatus, TimeUnit
+from pro_app.services.scores import encode_answers, encode_scores
 
 TARGET_SECONDS = 10.0
 TARGET_MB = 200.0
@@ -131,22 +132,24 @@ def populate(url: str, participants: int, per_participant: int, seed: int = 2024
             chunk = rows[start:start + CHUNK]
             matrix = (numpy_rng.random((len(chunk), len(item_ids))) * maxima).astype(np.int64) + 1
             scores = score_batch(instrument, matrix)
-            answer_rows += _insert_chunk(connection, chunk, matrix, scores, item_ids, score_codes, items_per_score)
+            answer_rows += _insert_chunk(connection, instrument, chunk, matrix, scores, items_per_score)
     engine.dispose()
     return len(rows), answer_rows, time.perf_counter() - started
 
 
 def _insert_chunk(
     connection: Connection,
+    instrument: Instrument,
     chunk: Sequence[tuple[int, datetime | None]],
     matrix: Any,
     scores: Any,
-    item_ids: Sequence[str],
-    score_codes: Sequence[str],
     items_per_score: Sequence[int],
 ) -> int:
     answers: list[tuple[Any, ...]] = []
     stored: list[tuple[Any, ...]] = []
+    summaries: list[tuple[Any, ...]] = []  # the result rows, as services.scores.store_scores writes them
+    item_ids = instrument.item_ids
+    score_codes = instrument.score_codes
     for (assessment_id, submitted), values, results in zip(chunk, matrix.tolist(), scores.tolist()):
         assert submitted is not None
         # One answer every 15 s over the nine minutes before submission (naive UTC, as stored).
@@ -157,8 +160,11 @@ def _insert_chunk(
             for n, (item_id, value) in enumerate(zip(item_ids, values))
         ]
         at = _sqlite_time(submitted)
-        stored += [(assessment_id, code, None if value != value else value, n, ALGORITHM_VERSION, at)
-                   for code, value, n in zip(score_codes, results, items_per_score)]
+        values_by_code = {code: None if value != value else value for code, value in zip(score_codes, results)}
+        stored += [(assessment_id, code, value, n, ALGORITHM_VERSION, at)
+                   for (code, value), n in zip(values_by_code.items(), items_per_score)]
+        summaries.append((assessment_id, encode_answers(instrument, dict(zip(item_ids, values))),
+                          encode_scores(instrument, values_by_code), ALGORITHM_VERSION, at))
     connection.exec_driver_sql(
         "INSERT INTO answers (assessment_id, item_id, value, locale, answered_at, answered_by) VALUES (?, ?, ?, ?, ?, ?)",
         answers,
@@ -167,6 +173,11 @@ def _insert_chunk(
         "INSERT INTO scale_scores (assessment_id, scale_code, value, items_answered, algorithm_version, computed_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         stored,
+    )
+    connection.exec_driver_sql(
+        "INSERT INTO assessment_results (assessment_id, answers, scores, algorithm_version, computed_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        summaries,
     )
     return len(answers)
 
@@ -236,6 +247,7 @@ def main() -> None:
                         help="comma-separated formats to measure (default: wide; e.g. wide,items-long,scores-long,xlsx)")
     parser.add_argument("--no-trace", action="store_true", help="skip the tracemalloc runs")
     parser.add_argument("--keep", action="store_true", help="keep the populated database (it is large)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures (run_all.py)")
     parser.add_argument("--database", help="measure on an already populated SQLite URL (from --keep)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--format", default="wide", help=argparse.SUPPRESS)
@@ -272,6 +284,7 @@ def report(url: str, args: argparse.Namespace) -> None:
     print(f"run_export to a file, fresh process each (target for wide: < {TARGET_SECONDS:.0f} s, < {TARGET_MB:.0f} MB)")
     print(f"{'format':<13}{'rows':>10}{'seconds':>9}{'rows/s':>10}{'RSS +MB':>9}{'RSS MB':>8}"
           f"{'traced MB':>11}{'file MB':>9}  verdict")
+    wide: dict[str, Any] | None = None  # the figures for --json
     for export_format in [name.strip() for name in args.formats.split(",") if name.strip()]:
         timed = _child(url, export_format, "export")
         # tracemalloc slows openpyxl's many small allocations tenfold: traced for CSV only.
@@ -281,6 +294,7 @@ def report(url: str, args: argparse.Namespace) -> None:
         verdict = ""
         if export_format == "wide":
             verdict = "ok" if timed["seconds"] < TARGET_SECONDS and timed["peak_mb"] < TARGET_MB else "OVER TARGET"
+            wide = timed
         traced_text = "-" if traced is None else f"{traced:.1f}"
         print(f"{export_format:<13}{timed['count']:>10,}{timed['seconds']:>9.2f}"
               f"{timed['count'] / timed['seconds']:>10,.0f}{growth:>9.0f}{timed['peak_mb']:>8.0f}"
@@ -288,6 +302,18 @@ def report(url: str, args: argparse.Namespace) -> None:
     print("rows = assessments for wide/xlsx, answers for items-long, scores for scores-long; RSS MB = the"
           " process's peak (Python, SQLAlchemy, app code included), RSS +MB = its growth during the export;"
           " traced MB = peak of Python allocations during the export")
+    if args.json and wide is not None:
+        from _fixtures import figure, print_figures_json
+
+        full = wide["count"] >= 200_000  # the budget's size; smaller runs are indicative only
+        print_figures_json([
+            figure(f"Export wide CSV, {wide['count']:,} assessments", wide["seconds"], "s",
+                   budget=f"< {TARGET_SECONDS:.0f} s at 200,000", passed=wide["seconds"] < TARGET_SECONDS if full else None,
+                   note=f"{wide['count'] / wide['seconds']:,.0f} rows/s"),
+            figure(f"Export wide CSV peak memory, {wide['count']:,} assessments", wide["peak_mb"], "MB",
+                   budget=f"< {TARGET_MB:.0f} MB at 200,000", passed=wide["peak_mb"] < TARGET_MB if full else None,
+                   note=f"process peak RSS; +{wide['peak_mb'] - wide['baseline_mb']:.0f} MB during the export"),
+        ])
 
 
 if __name__ == "__main__":

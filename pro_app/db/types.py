@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import DateTime
@@ -31,6 +32,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=None)
         return value
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], datetime | None] | None:
+        if dialect.name == "sqlite":
+            return _from_sqlite_text
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -38,6 +44,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if instant.tzinfo is None:
             return instant.replace(tzinfo=timezone.utc)
         return instant.astimezone(timezone.utc)
+
+
+def _from_sqlite_text(value: Any) -> datetime | None:
+    """The stored naive-UTC text as an aware instant. Parsed with ``fromisoformat`` and the
+    offset appended, which yields ``timezone.utc`` directly: several times faster than the
+    driver's regular expression followed by ``replace(tzinfo=...)``, and instants are read
+    by the million in exports."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # not the stored form (e.g. written with an offset by hand)
+            instant = datetime.fromisoformat(value)
+    else:
+        instant = value
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=timezone.utc)
+    return instant.astimezone(timezone.utc)
 
 
 def utcnow() -> datetime:

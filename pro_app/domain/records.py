@@ -6,8 +6,50 @@ Built by ``services/exports.py`` from the database and consumed by the writers i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
+
+V = TypeVar("V")
+
+
+class PackedValues(Mapping[str, V]):
+    """An assessment's values as stored in its result row: one line of comma-separated text
+    in a fixed key order (an empty field = no value), decoded into a mapping on first use.
+
+    Writers that lay values out in the same order can copy :attr:`text` as it is (the wide
+    CSV does: the stored text is exactly what it would write); everyone else reads it as a
+    plain mapping. Build it only from text whose fields match ``order`` (the reader checks).
+    """
+
+    __slots__ = ("order", "text", "_decode", "_values")
+
+    def __init__(self, order: tuple[str, ...], text: str, decode: Callable[[tuple[str, ...], str], dict[str, V]]) -> None:
+        self.order = order
+        self.text = text
+        self._decode = decode
+        self._values: dict[str, V] | None = None
+
+    def _mapping(self) -> dict[str, V]:
+        if self._values is None:
+            self._values = self._decode(self.order, self.text)
+        return self._values
+
+    def __getitem__(self, key: str) -> V:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._mapping()
+
+    def __repr__(self) -> str:
+        return f"PackedValues({self._mapping()!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +85,9 @@ class AssessmentRecord:
     text_source: str | None
     text_checksum: str | None
     anchors: dict[str, datetime] = field(default_factory=dict)
-    answers: dict[str, int] = field(default_factory=dict)
+    answers: Mapping[str, int] = field(default_factory=dict)
     answered_at: dict[str, datetime] = field(default_factory=dict)
-    scores: dict[str, float | None] = field(default_factory=dict)
+    scores: Mapping[str, float | None] = field(default_factory=dict)
     scoring_algorithm: str | None = None
 
     @property

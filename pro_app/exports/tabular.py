@@ -34,7 +34,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from pro_app.domain.errors import ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
-from pro_app.domain.records import AssessmentRecord
+from pro_app.domain.records import AssessmentRecord, PackedValues
 from pro_app.domain.schedule import ANCHOR_KINDS
 from pro_app.domain.states import AssessmentMode, AssessmentStatus
 from pro_app.exports import ExportContext
@@ -179,7 +179,11 @@ def _utc(instant: datetime | None) -> str:
         return ""
     if instant.tzinfo is not timezone.utc:
         instant = instant.astimezone(timezone.utc)
-    return instant.isoformat(timespec="seconds")[:-6] + "Z"  # "+00:00" -> "Z"
+    # What isoformat(timespec="seconds") gives, with "Z": formatting the fields directly is
+    # about twice as fast, and an export formats four instants per row.
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (
+        instant.year, instant.month, instant.day, instant.hour, instant.minute, instant.second
+    )
 
 
 def _local(instant: datetime | None, zone: ZoneInfo) -> str:
@@ -386,8 +390,16 @@ def write_wide_csv(records: Iterable[AssessmentRecord], out: BinaryIO, context: 
         number = rows.number.__getitem__
         for record in records:
             fields = rows.context(record)
-            fields += map(integer, map(record.answers.get, item_ids))
-            fields += map(number, map(record.scores.get, score_codes))
+            answers, scores = record.answers, record.scores
+            # Values straight from a result row are already this file's text, in this order.
+            if type(answers) is PackedValues and answers.order == item_ids:
+                fields.append(answers.text)
+            else:
+                fields += map(integer, map(answers.get, item_ids))
+            if type(scores) is PackedValues and scores.order == score_codes:
+                fields.append(scores.text)
+            else:
+                fields += map(number, map(scores.get, score_codes))
             rows.write(fields)
             count += 1
     return count

@@ -1,28 +1,32 @@
 """Reading assessments for export, in constant memory, whatever the size of the study.
 
-Assessments are streamed in id order by one query and handled in chunks; the answers, scores
-and anchors of each chunk are fetched with one query each, so memory is bounded by the chunk
-and the number of queries by the number of chunks.
+Assessments are streamed in id order by one query and handled in chunks; whatever else a
+chunk needs (anchors; answers of unscored assessments or, for items-long, answer times) is
+fetched with one query each, so memory is bounded by the chunk and the number of queries by
+the number of chunks.
 
-Speed (200,000 assessments hold 6 million answers and 3.2 million scores): turning a database
-row into Python objects costs about a microsecond, so scores, and answers when their times
-are not needed, come one row per assessment, aggregated into comma-separated lists in SQL and
-split in Python. Scores travel as text that reads back as exactly the stored float (17
-significant digits on SQLite, PostgreSQL's shortest exact form), never rounded.
+Speed (200,000 assessments hold 6 million answers and 3.2 million scores): a scored
+assessment's answers and scores are read from its result row (``assessment_results``, written
+with the scores), so the wide export reads one row per assessment instead of aggregating
+nine million. Scores are read back exactly: they are stored as the ``repr`` of the float, and the
+fallback for rows without a result reads them as exact text (17 significant digits on SQLite,
+PostgreSQL's shortest exact form), never rounded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, Text, case, cast, func, select, text
+from sqlalchemy import Connection, ColumnElement, Select, String, Text, case, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import (
     AnchorEvent,
     Answer,
+    AssessmentResult,
     Arm,
     Assessment,
     Participant,
@@ -32,7 +36,8 @@ from pro_app.db.models import (
     Timepoint,
 )
 from pro_app.domain.errors import N_, NotFound, ValidationError
-from pro_app.domain.records import AssessmentRecord, ExportFilters
+from pro_app.domain.instruments import NotRegisteredError, default_registry
+from pro_app.domain.records import AssessmentRecord, ExportFilters, PackedValues
 from pro_app.domain.states import AssessmentStatus
 from pro_app.services.audit import record_event
 
@@ -86,19 +91,26 @@ _COLUMNS = (
 )
 
 
-def _base_query(study: Study, filters: ExportFilters) -> Select[Any]:
+def _base_query(study: Study, filters: ExportFilters, *, dialect: str = "") -> Select[Any]:
+    # SQLite would start from the status index (or the participants of the study) and then
+    # sort every selected row, result rows included, in a temporary B-tree before returning
+    # the first. Comparing expressions (``status || ''``, ``study_id + 0``) keeps it off those
+    # indexes, so it walks the assessments in id order and needs no sort at all.
+    sqlite = dialect == "sqlite"
+    status = Assessment.status.concat("") if sqlite else Assessment.status
+    study_id = Participant.study_id + 0 if sqlite else Participant.study_id
     query = (
         select(*_COLUMNS)
         .join(Participant, Assessment.participant_id == Participant.id)
         .join(Site, Participant.site_id == Site.id)
         .outerjoin(Arm, Participant.arm_id == Arm.id)
         .outerjoin(Timepoint, Assessment.timepoint_id == Timepoint.id)
-        .where(Participant.study_id == study.id)
+        .where(study_id == study.id)
     )
     if filters.include_incomplete:
-        query = query.where(Assessment.status != AssessmentStatus.SCHEDULED.value)
+        query = query.where(status != AssessmentStatus.SCHEDULED.value)
     else:
-        query = query.where(Assessment.status == AssessmentStatus.COMPLETED.value)
+        query = query.where(status == AssessmentStatus.COMPLETED.value)
     if filters.site_ids is not None:
         query = query.where(Participant.site_id.in_(filters.site_ids))
     if filters.arm_codes is not None:
@@ -131,80 +143,54 @@ def iter_records(
 ) -> Iterator[AssessmentRecord]:
     """Every assessment the filters select, in assessment id order, with answers and scores.
 
-    One ordered query streams the assessments (``yield_per``: a server-side cursor on
-    PostgreSQL, incremental fetching on SQLite), so the database sorts once -- paging with
-    ``id > last ... LIMIT`` made SQLite re-scan and re-sort every selected row per page, as
-    its planner prefers the status index. With ``answer_times=False`` the records carry no
-    ``answered_at`` (formats that do not write it skip reading 30 instants per assessment).
+    One ordered query streams the assessments with their result rows (``yield_per``: a
+    server-side cursor on PostgreSQL, incremental fetching on SQLite), so the database sorts
+    once. A scored assessment's answers and scores come from its result row
+    (:class:`AssessmentResult`, one line of values each); the answers of assessments without one
+    (started, not submitted) are read per chunk from the answers table. With
+    ``answer_times=True`` the answers and their ``answered_at`` are read from the answers table
+    for every assessment (the items-long format writes the time of each answer).
     """
     study = check_filters(session, filters)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL extra_float_digits = 3"))  # floats as exact text
-    score_text = _exact_score_text(session)
     # Plain Core execution: the rows are tuples of values, with none of the ORM's per-row work.
     connection = session.connection()
-    result = connection.execute(
-        _base_query(study, filters).order_by(Assessment.id).execution_options(yield_per=chunk)
+    query = (
+        _base_query(study, filters, dialect=session.get_bind().dialect.name)
+        .add_columns(AssessmentResult.answers, AssessmentResult.scores, AssessmentResult.algorithm_version)
+        .outerjoin(AssessmentResult, AssessmentResult.assessment_id == Assessment.id)
+        .order_by(Assessment.id)
+        .execution_options(yield_per=chunk)
     )
-    for rows in result.partitions():
-        ids = [row[0] for row in rows]
-        participant_ids = sorted({row[1] for row in rows})
-        answers: dict[int, dict[str, int]] = {}
+    decode = _ResultDecoder()
+    for rows in connection.execute(query).partitions():
+        answers: dict[int, Mapping[str, int]] = {}
         answered_at: dict[int, dict[str, datetime]] = {}
-        if answer_times:
-            for assessment_id, item_id, value, at in connection.execute(
-                select(Answer.assessment_id, Answer.item_id, Answer.value, Answer.answered_at).where(
-                    Answer.assessment_id.in_(ids)
-                )
-            ):
-                if assessment_id not in answers:
-                    answers[assessment_id] = {}
-                    answered_at[assessment_id] = {}
-                answers[assessment_id][item_id] = value
-                answered_at[assessment_id][item_id] = at
-        else:
-            # Both lists are aggregated over the same rows in the same order, so they pair up.
-            for assessment_id, item_ids, values in connection.execute(
-                select(
-                    Answer.assessment_id,
-                    func.aggregate_strings(Answer.item_id, ","),
-                    func.aggregate_strings(cast(Answer.value, String), ","),
-                )
-                .where(Answer.assessment_id.in_(ids))
-                .group_by(Answer.assessment_id)
-            ):
-                answers[assessment_id] = dict(zip(_split(item_ids), map(int, _split(values))))
-        scores: dict[int, dict[str, float | None]] = {}
+        scores: dict[int, Mapping[str, float | None]] = {}
         algorithms: dict[int, str] = {}
-        for assessment_id, codes, values, algorithm in connection.execute(
-            select(
-                ScaleScore.assessment_id,
-                func.aggregate_strings(ScaleScore.scale_code, ","),
-                func.aggregate_strings(score_text, ","),
-                func.max(ScaleScore.algorithm_version),
-            )
-            .where(ScaleScore.assessment_id.in_(ids))
-            .group_by(ScaleScore.assessment_id)
-        ):
-            texts = values.split(",")
-            try:
-                parsed: list[float | None] = list(map(float, texts))
-            except ValueError:  # an empty text is a score the missing-data rule left out
-                parsed = [float(text) if text else None for text in texts]
-            scores[assessment_id] = dict(zip(_split(codes), parsed))
-            algorithms[assessment_id] = algorithm
-        anchors: dict[int, dict[str, datetime]] = {}
-        for participant_id, kind, at in connection.execute(
-            select(AnchorEvent.participant_id, AnchorEvent.kind, AnchorEvent.occurred_at).where(
-                AnchorEvent.participant_id.in_(participant_ids)
-            )
-        ):
-            anchors.setdefault(participant_id, {})[kind] = at
+        unscored: list[int] = []
+        for row in rows:
+            decoded = None if row[-1] is None else decode(row[18], row[19], row[-3], row[-2])
+            if decoded is None:
+                unscored.append(row[0])
+            else:
+                if not answer_times:
+                    answers[row[0]] = decoded[0]
+                scores[row[0]] = decoded[1]
+                algorithms[row[0]] = row[-1]
+        if answer_times:
+            _read_answers_with_times(connection, [row[0] for row in rows], answers, answered_at)
+        elif unscored:
+            _read_answers(connection, unscored, answers)
+        if unscored:
+            _read_scores(session, connection, unscored, scores, algorithms)
+        anchors = _read_anchors(connection, sorted({row[1] for row in rows}))
         for (
             assessment_id, participant_id, subject_code, zone, site_name, arm_code, position,
             timepoint_code, timepoint_label, occurrence, planned_at, opens_at, closes_at,
             started_at, submitted_at, status, mode, locale, instrument_code, instrument_version,
-            text_source, text_checksum,
+            text_source, text_checksum, *_result,
         ) in rows:
             yield AssessmentRecord(
                 assessment_id=assessment_id,
@@ -236,6 +222,142 @@ def iter_records(
                 scores=scores.get(assessment_id, {}),
                 scoring_algorithm=algorithms.get(assessment_id),
             )
+
+
+#: The characters a result row's lines may hold: digits and commas (answers), and what
+#: ``repr`` writes for a float (scores). Checked, with the number of fields, before a line is
+#: used, so nothing copied into an export can need quoting or start a spreadsheet formula;
+#: a character class is checked several times faster than a pattern of well-formed numbers.
+_ANSWER_LINE = re.compile(r"[0-9,]*")
+_SCORE_LINE = re.compile(r"[0-9.,e-]*")
+
+
+class _ResultDecoder:
+    """Answers and scores from a result row's two lines of values (see :class:`AssessmentResult`),
+    as :class:`PackedValues`: decoded only if a writer reads them as mappings.
+
+    Values repeat endlessly across a study (answers are 1-7; a scale has a few dozen possible
+    scores), so each distinct text is converted once: a dictionary lookup instead of a float
+    parse per value. A row whose lines do not fit its instrument yields ``None``, and the
+    caller reads that assessment's answers and scores from their tables instead.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._layouts: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
+        self._answers: dict[str, int] = {}
+        self._scores: dict[str, float | None] = {"": None}
+        self._limit = limit
+
+    def __call__(
+        self, instrument_code: str, version: str, answers_text: str, scores_text: str
+    ) -> tuple[PackedValues[int], PackedValues[float | None]] | None:
+        key = (instrument_code, version)
+        if key not in self._layouts:
+            try:
+                instrument = default_registry().get(instrument_code, version)
+            except NotRegisteredError:
+                self._layouts[key] = None
+            else:
+                self._layouts[key] = (instrument.item_ids, instrument.score_codes)
+        layout = self._layouts[key]
+        if layout is None:
+            return None
+        item_ids, score_codes = layout
+        if (
+            answers_text.count(",") != len(item_ids) - 1
+            or scores_text.count(",") != len(score_codes) - 1
+            or not _ANSWER_LINE.fullmatch(answers_text)
+            or not _SCORE_LINE.fullmatch(scores_text)
+        ):
+            return None
+        return PackedValues(item_ids, answers_text, self._answer_values), PackedValues(
+            score_codes, scores_text, self._score_values
+        )
+
+    def _answer_values(self, order: tuple[str, ...], text: str) -> dict[str, int]:
+        known = self._answers
+        values = text.split(",")
+        for value in values:
+            if value not in known and value:
+                known[value] = int(value)
+        return {item: known[value] for item, value in zip(order, values) if value}
+
+    def _score_values(self, order: tuple[str, ...], text: str) -> dict[str, float | None]:
+        known = self._scores
+        if len(known) > self._limit:
+            known.clear()
+            known[""] = None
+        texts = text.split(",")
+        for value in texts:
+            if value not in known:
+                known[value] = float(value)
+        return {code: known[value] for code, value in zip(order, texts)}
+
+
+def _read_answers_with_times(
+    connection: Connection, ids: list[int], answers: dict[int, Mapping[str, int]],
+    answered_at: dict[int, dict[str, datetime]],
+) -> None:
+    found: dict[int, dict[str, int]] = {}
+    for assessment_id, item_id, value, at in connection.execute(
+        select(Answer.assessment_id, Answer.item_id, Answer.value, Answer.answered_at).where(
+            Answer.assessment_id.in_(ids)
+        )
+    ):
+        if assessment_id not in found:
+            found[assessment_id] = {}
+            answered_at[assessment_id] = {}
+        found[assessment_id][item_id] = value
+        answered_at[assessment_id][item_id] = at
+    answers.update(found)
+
+
+def _read_answers(connection: Connection, ids: list[int], answers: dict[int, Mapping[str, int]]) -> None:
+    """Answers of assessments without a result row, one aggregated row per assessment (both
+    lists are aggregated over the same rows in the same order, so they pair up)."""
+    for assessment_id, item_ids, values in connection.execute(
+        select(
+            Answer.assessment_id,
+            func.aggregate_strings(Answer.item_id, ","),
+            func.aggregate_strings(cast(Answer.value, String), ","),
+        )
+        .where(Answer.assessment_id.in_(ids))
+        .group_by(Answer.assessment_id)
+    ):
+        answers[assessment_id] = dict(zip(_split(item_ids), map(int, _split(values))))
+
+
+def _read_scores(
+    session: Session, connection: Connection, ids: list[int],
+    scores: dict[int, Mapping[str, float | None]], algorithms: dict[int, str],
+) -> None:
+    """Scores of assessments without a result row (none, unless rows were written before
+    result rows existed and not migrated), read as exact text."""
+    score_text = _exact_score_text(session)
+    for assessment_id, codes, values, algorithm in connection.execute(
+        select(
+            ScaleScore.assessment_id,
+            func.aggregate_strings(ScaleScore.scale_code, ","),
+            func.aggregate_strings(score_text, ","),
+            func.max(ScaleScore.algorithm_version),
+        )
+        .where(ScaleScore.assessment_id.in_(ids))
+        .group_by(ScaleScore.assessment_id)
+    ):
+        parsed = [float(value) if value else None for value in values.split(",")]
+        scores[assessment_id] = dict(zip(_split(codes), parsed))
+        algorithms[assessment_id] = algorithm
+
+
+def _read_anchors(connection: Connection, participant_ids: list[int]) -> dict[int, dict[str, datetime]]:
+    anchors: dict[int, dict[str, datetime]] = {}
+    for participant_id, kind, at in connection.execute(
+        select(AnchorEvent.participant_id, AnchorEvent.kind, AnchorEvent.occurred_at).where(
+            AnchorEvent.participant_id.in_(participant_ids)
+        )
+    ):
+        anchors.setdefault(participant_id, {})[kind] = at
+    return anchors
 
 
 def audit_export(session: Session, filters: ExportFilters, *, export_format: str, actor: str) -> None:

@@ -3,12 +3,14 @@ precision with the scoring algorithm's version, and recomputable at any time."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pro_app.db.models import Answer, Assessment, Participant, ScaleScore, Study
+from pro_app.db.models import Answer, Assessment, AssessmentResult, Participant, ScaleScore, Study
 from pro_app.db.types import utcnow
 from pro_app.domain.instruments import Instrument, default_registry
 from pro_app.domain.scoring import ALGORITHM_VERSION, score_answers
@@ -31,8 +33,9 @@ def store_scores(
     """(Re)compute the assessment's scores from its answers and upsert one row per score.
 
     Returns the values by score code (None = not scorable). Unchanged rows are left alone,
-    so re-scoring an unchanged assessment writes nothing. Scores that were stored or changed
-    are audited (``scores.store`` on the assessment, values
+    so re-scoring an unchanged assessment writes nothing. The assessment's result row (the
+    answers and scores together, see :class:`AssessmentResult`) is kept equal to them here.
+    Scores that were stored or changed are audited (``scores.store`` on the assessment, values
     before and after), so a score's history can be followed like an answer's.
     """
     instrument = instrument or instrument_of(assessment)
@@ -73,6 +76,8 @@ def store_scores(
             row.items_answered = result.items_answered
             row.algorithm_version = result.algorithm_version
             row.computed_at = now
+    values = {code: result.value for code, result in results.items()}
+    _store_result(session, assessment.id, instrument, answers, values, now)
     session.flush()
     if after:
         record_event(
@@ -80,7 +85,47 @@ def store_scores(
             before={"scores": before} if before else None,
             after={"scores": after, "algorithm_version": ALGORITHM_VERSION}, reason=reason,
         )
-    return {code: result.value for code, result in results.items()}
+    return values
+
+
+def encode_answers(instrument: Instrument, answers: Mapping[str, int]) -> str:
+    """The answers as comma-separated values in form order; an unanswered item is empty."""
+    return ",".join(str(answers[item]) if item in answers else "" for item in instrument.item_ids)
+
+
+def encode_scores(instrument: Instrument, values: Mapping[str, float | None]) -> str:
+    """The scores as comma-separated values in the instrument's score order, each the ``repr``
+    of the float (the shortest text that reads back as exactly the same double); a score the
+    missing-data rule leaves out is empty."""
+    return ",".join(
+        "" if values.get(code) is None else repr(float(values[code]))  # type: ignore[arg-type]
+        for code in instrument.score_codes
+    )
+
+
+def _store_result(
+    session: Session,
+    assessment_id: int,
+    instrument: Instrument,
+    answers: Mapping[str, int],
+    values: Mapping[str, float | None],
+    now: datetime,
+) -> None:
+    """Keep the assessment's result row (see :class:`AssessmentResult`) equal to the answers
+    just scored and their scores: derived data, written only here, with the score rows."""
+    encoded_answers = encode_answers(instrument, answers)
+    encoded_scores = encode_scores(instrument, values)
+    result = session.get(AssessmentResult, assessment_id)
+    if result is None:
+        session.add(AssessmentResult(
+            assessment_id=assessment_id, answers=encoded_answers, scores=encoded_scores,
+            algorithm_version=ALGORITHM_VERSION, computed_at=now,
+        ))
+    elif (result.answers, result.scores, result.algorithm_version) != (encoded_answers, encoded_scores, ALGORITHM_VERSION):
+        result.answers = encoded_answers
+        result.scores = encoded_scores
+        result.algorithm_version = ALGORITHM_VERSION
+        result.computed_at = now
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import pytest
 from click.testing import Result
 from flask.testing import FlaskCliRunner
 from openpyxl import load_workbook
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pro_app.cli import main
 from pro_app.cli.export import export_command
-from pro_app.db.models import Assessment, AuditEvent, Participant, ScaleScore, Study
+from pro_app.db.models import Assessment, AssessmentResult, AuditEvent, Participant, ScaleScore, Study
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.records import AssessmentRecord, ExportFilters
 from pro_app.domain.states import AssessmentMode, AssessmentStatus
@@ -361,16 +361,35 @@ def _without_times(record: AssessmentRecord) -> tuple[Any, ...]:
 
 
 def test_unscorable_scales_come_back_as_none(db_session: Session, trial: Trial) -> None:
+    """Items 8, 29 and 30 unanswered: DY and QL2 are not scorable, nor C30SUM (it needs DY)."""
     from pro_app.services.exports import iter_records
 
-    assessment = trial.completed[1]
-    db_session.execute(
-        update(ScaleScore)
-        .where(ScaleScore.assessment_id == assessment.id, ScaleScore.scale_code.in_(["QL2", "C30SUM"]))
-        .values(value=None)
-    )
+    assessment = _assessment(db_session, trial.completed[2].participant, "w6")
+    at = assessment.planned_at + timedelta(hours=1)
+    start_assessment(db_session, assessment, mode=AssessmentMode.SELF, text=EN, actor="test", now=at)
+    for item in [item for item in QLQ.items if item.number not in (8, 29, 30)]:
+        record_answer(db_session, assessment, QLQ, item_id=item.id, value=2, locale="en", actor="test", grace=GRACE, now=at)
+    submit_assessment(db_session, assessment, QLQ, submission_key="partial", actor="test", grace=GRACE, now=at)
     for answer_times in (True, False):
         (record,) = [r for r in iter_records(db_session, ExportFilters("EXP-1"), answer_times=answer_times)
                      if r.assessment_id == assessment.id]
-        assert record.scores["QL2"] is None and record.scores["C30SUM"] is None
+        assert record.scores["QL2"] is None and record.scores["DY"] is None and record.scores["C30SUM"] is None
         assert record.scores["PF2"] is not None and len(record.scores) == 16
+        assert record.scores == stored_scores(db_session, assessment)
+        assert len(record.answers) == 27
+
+
+def test_scores_without_a_result_row_are_read_exactly_from_the_score_rows(db_session: Session, trial: Trial) -> None:
+    """Score rows stored before result rows existed: read from ``scale_scores`` as exact text."""
+    from pro_app.services.exports import iter_records
+
+    assessment = trial.completed[1]
+    expected = stored_scores(db_session, assessment) | {"QL2": None}
+    db_session.execute(update(ScaleScore).where(ScaleScore.assessment_id == assessment.id,
+                                                ScaleScore.scale_code == "QL2").values(value=None))
+    db_session.execute(delete(AssessmentResult).where(AssessmentResult.assessment_id == assessment.id))
+    for answer_times in (True, False):
+        (record,) = [r for r in iter_records(db_session, ExportFilters("EXP-1"), answer_times=answer_times)
+                     if r.assessment_id == assessment.id]
+        assert record.scores == expected and record.scoring_algorithm is not None
+        assert record.answers == {item.id: value for item, value in zip(QLQ.items, [1] * 28 + [7, 6])}

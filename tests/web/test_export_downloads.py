@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 import zipfile
 from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 from flask import Flask
@@ -14,10 +17,16 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pro_app import create_app
+from pro_app.db.engine import make_engine, make_session_factory
+from pro_app.db.migrate import upgrade
 from pro_app.db.models import Assessment, AuditEvent, Study
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
+from pro_app.exports import ExportContext, ExportFormat
+from pro_app.exports.formats import FORMATS
 from pro_app.services.questionnaire import record_answer, start_assessment, submit_assessment
+from tests.conftest import app_config
 from tests.factories import enrol, make_staff, make_study, sign_in
 
 QLQ = default_registry().get("qlq_c30")
@@ -93,3 +102,45 @@ def test_bad_input_and_access(app: Flask, study: Study, db_session: Session) -> 
     db_session.commit()
     assert analyst.get(f"/staff/exports/{other.id}").status_code == 403, "a study without the analyst's sites"
     assert analyst.get("/staff/exports/999999").status_code == 404
+
+
+def test_a_download_does_not_hold_the_write_lock_while_the_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a real SQLite file (not the tests' shared transaction): while the export is being
+    written, another connection takes the database's write lock at once, and the download is
+    still audited afterwards."""
+    path = tmp_path / "app.sqlite3"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        study = make_study(session, "EXP-L")
+        _complete(session, study, "A-1", 0)
+        make_staff(session, "analyst", [study.sites[0]], "analyst@lock.org")
+        session.commit()
+        study_id = study.id
+    probes: list[str] = []
+    wide = FORMATS["wide"]
+
+    def probing_writer(records: Any, out: BinaryIO, context: ExportContext) -> int:
+        other = sqlite3.connect(path, timeout=0)  # fails at once if the lock is held
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            probes.append("write lock free")
+            other.rollback()
+        finally:
+            other.close()
+        return wide.writer(records, out, context)
+
+    monkeypatch.setitem(FORMATS, "wide", ExportFormat("wide", wide.media_type, wide.extension, probing_writer, wide.description))
+    app = create_app(app_config(DATABASE_URL=url, AUDIT_GUARD="raise"))
+    client = _client(app, "analyst@lock.org")
+    response = client.post(f"/staff/exports/{study_id}", data={"format": "wide"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert probes == ["write lock free"]
+    assert len(list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))) == 1
+    with make_session_factory(engine)() as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.action == "export")).all()
+        assert len(events) == 1 and '"format":"wide"' in (events[0].after or "")
+    engine.dispose()

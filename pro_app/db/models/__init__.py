@@ -7,6 +7,7 @@ from pro_app.db.models.base import Base
 from pro_app.db.models.instrument_text import InstrumentTextRecord
 from pro_app.db.models.participant import AccessLink, AnchorEvent, Participant
 from pro_app.db.models.receipts import ReceiptKind, ReceiptOutcome, RequestReceipt
+from pro_app.db.models.results import AssessmentResult
 from pro_app.db.models.staff import StaffUser, staff_sites
 from pro_app.db.models.study import Arm, ScheduleTemplate, Site, Study, Timepoint
 from pro_app.db.models.throttle import RateLimitBucket
@@ -18,6 +19,7 @@ __all__ = [
     "Answer",
     "Arm",
     "Assessment",
+    "AssessmentResult",
     "AuditChainHead",
     "AuditEvent",
     "Base",
