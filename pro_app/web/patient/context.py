@@ -133,7 +133,8 @@ def load_patient(now: datetime) -> PatientContext | None:
     if "link" in data:
         link = db.scalars(
             select(AccessLink)
-            .options(joinedload(AccessLink.participant))
+            # The study comes along: every patient page reads its default language.
+            .options(joinedload(AccessLink.participant).joinedload(Participant.study))
             .where(AccessLink.id == data["link"])
         ).one_or_none()
         if link is not None and link_is_usable(link, now):
