@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from pro_app.extensions import database
@@ -47,6 +47,13 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _database(error: DBAPIError) -> tuple[str | dict[str, object], int] | tuple[str | dict[str, object], int, dict[str, str]]:
+        if _database_busy(error):
+            # SQLite's writer waited its whole busy timeout: others kept the database busy.
+            # Nothing was written; the page and the offline queue retry with the same request id.
+            database.session.rollback()
+            app.logger.warning("Database busy during %s %s; answered 503", request.method, request.url_rule)
+            body, status = _render(503, str(_l("The service is busy. Nothing was lost: please try again.")))
+            return body, status, {"Retry-After": "1"}
         if not error.connection_invalidated:
             return _unexpected(error)
         # The database connection was lost under the request (a restart, a fail-over, its
@@ -68,3 +75,10 @@ def register(app: Flask) -> None:
         database.session.rollback()
         app.logger.exception("Unhandled error on %s %s", request.method, request.url_rule)
         return _render(InternalServerError.code)
+
+
+def _database_busy(error: DBAPIError) -> bool:
+    """SQLite's "database is locked" (or "busy"): the write lock was not free in time."""
+    return isinstance(error, OperationalError) and any(
+        words in str(error.orig).lower() for words in ("database is locked", "database is busy")
+    )

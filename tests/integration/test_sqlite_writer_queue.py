@@ -1,0 +1,119 @@
+"""SQLite writers take turns on an operating-system lock beside the database file, so a
+waiting writer starts as soon as the one before it ends (rather than when SQLite's busy
+handler next wakes it), and never waits longer than the busy timeout.
+
+These tests use SQLite files of their own: they hold the write lock across connections.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from pro_app.db.engine import QueuedWriterConnection, make_engine, writer_engine
+
+
+@pytest.fixture
+def sqlite_file(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+    engine = make_engine(url)
+    with writer_engine(engine).begin() as connection:
+        connection.execute(text("CREATE TABLE saves (id INTEGER PRIMARY KEY, who TEXT NOT NULL)"))
+    engine.dispose()
+    yield url
+
+
+def _writer(url: str, timeout_ms: int = 15000) -> Engine:
+    return writer_engine(make_engine(url, sqlite_busy_timeout_ms=timeout_ms))
+
+
+def test_file_databases_queue_their_writers_and_memory_databases_do_not(sqlite_file: str) -> None:
+    with _writer(sqlite_file).connect() as connection:
+        assert isinstance(connection.connection.dbapi_connection, QueuedWriterConnection)
+        connection.execute(text("SELECT 1"))
+    assert Path(f"{sqlite_file.removeprefix('sqlite:///')}-writers.lock").exists()
+    with writer_engine(make_engine("sqlite://")).connect() as connection:
+        assert not isinstance(connection.connection.dbapi_connection, QueuedWriterConnection)
+
+
+def test_a_waiting_writer_starts_when_the_first_commits(sqlite_file: str) -> None:
+    first, second = _writer(sqlite_file), _writer(sqlite_file)
+    events: list[tuple[str, float]] = []
+    holding = threading.Event()
+
+    def hold_then_commit() -> None:
+        with first.begin() as connection:
+            connection.execute(text("INSERT INTO saves (who) VALUES ('first')"))
+            holding.set()
+            time.sleep(0.3)
+            events.append(("first commits", time.monotonic()))
+
+    thread = threading.Thread(target=hold_then_commit)
+    thread.start()
+    assert holding.wait(5)
+    asked = time.monotonic()
+    with second.begin() as connection:  # waits for its turn, then writes
+        events.append(("second begins", time.monotonic()))
+        connection.execute(text("INSERT INTO saves (who) VALUES ('second')"))
+    thread.join()
+    assert [name for name, _ in events] == ["first commits", "second begins"]
+    waited = events[1][1] - asked
+    assert 0.2 < waited < 5, waited
+    with first.connect() as connection:
+        assert connection.execute(text("SELECT who FROM saves ORDER BY id")).scalars().all() == ["first", "second"]
+    first.dispose()
+    second.dispose()
+
+
+@pytest.mark.parametrize("ending", ["rollback", "close"])
+def test_the_turn_ends_with_a_rollback_or_a_closed_connection(sqlite_file: str, ending: str) -> None:
+    engine = _writer(sqlite_file, timeout_ms=2000)
+    connection = engine.connect()
+    transaction = connection.begin()
+    connection.execute(text("INSERT INTO saves (who) VALUES ('rolled back')"))
+    dbapi_connection = connection.connection.dbapi_connection
+    if ending == "rollback":
+        transaction.rollback()
+        connection.close()
+    else:
+        connection.invalidate()  # the pool closes the DBAPI connection
+    assert dbapi_connection is not None
+    other = _writer(sqlite_file, timeout_ms=2000)
+    with other.begin() as second:  # would wait 2 s and fail if the turn were still held
+        second.execute(text("INSERT INTO saves (who) VALUES ('next')"))
+        assert second.execute(text("SELECT who FROM saves")).scalars().all() == ["next"]
+    engine.dispose()
+    other.dispose()
+
+
+def test_a_writer_gives_up_after_the_busy_timeout_with_sqlites_own_error(sqlite_file: str) -> None:
+    holder, waiter = _writer(sqlite_file), _writer(sqlite_file, timeout_ms=300)
+    with holder.begin() as connection:
+        connection.execute(text("INSERT INTO saves (who) VALUES ('holder')"))
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            with waiter.begin() as blocked:
+                blocked.execute(text("INSERT INTO saves (who) VALUES ('never')"))
+        assert 0.25 < time.monotonic() - started < 5
+    with waiter.begin() as connection:  # the holder is done: the waiter's turn now comes at once
+        connection.execute(text("INSERT INTO saves (who) VALUES ('later')"))
+        assert connection.execute(text("SELECT who FROM saves ORDER BY id")).scalars().all() == ["holder", "later"]
+    holder.dispose()
+    waiter.dispose()
+
+
+def test_readers_do_not_queue(sqlite_file: str) -> None:
+    holder = _writer(sqlite_file)
+    reader = make_engine(sqlite_file, sqlite_busy_timeout_ms=300)
+    with holder.begin() as connection:
+        connection.execute(text("INSERT INTO saves (who) VALUES ('uncommitted')"))
+        with reader.connect() as reading:  # WAL: reads the last committed state, no wait
+            assert reading.execute(text("SELECT count(*) FROM saves")).scalar() == 0
+    holder.dispose()
+    reader.dispose()
