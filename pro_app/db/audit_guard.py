@@ -195,6 +195,9 @@ def _note_statement(execute_state: ORMExecuteState) -> Any:
     ):
         return None
     table = _dml_table(execute_state.statement) or "(unknown table)"
+    if table == AuditEvent.__tablename__ and execute_state.is_insert:
+        _state(session).audited = True
+        return None
     if not _needs_audit(table):
         return None
     if execute_state.is_insert:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import AuditChainHead, AuditEvent
+from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
 
 GENESIS_HASH = "0" * 64
@@ -62,14 +63,15 @@ def _event_hash(
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
-def _lock_head(session: Session) -> AuditChainHead:
-    head = session.scalars(
-        select(AuditChainHead).where(AuditChainHead.id == _HEAD_ID).with_for_update()
-    ).one_or_none()
-    if head is None:
-        head = AuditChainHead(id=_HEAD_ID, last_seq=0, last_hash=GENESIS_HASH)
-        session.add(head)
-    return head
+# Appending is on every audited write (each answer a patient saves), so its three statements
+# are built once: Core statements on the tables, with the ORM's unit of work left out.
+_HEAD = table_of(AuditChainHead)
+_READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
+_MOVE_HEAD = (
+    update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
+)
+_CREATE_HEAD = insert(_HEAD).values(id=_HEAD_ID, last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
+_APPEND = insert(table_of(AuditEvent))
 
 
 def record_event(
@@ -82,16 +84,20 @@ def record_event(
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
     reason: str | None = None,
-) -> AuditEvent:
-    """Append one event to the chain (flushed, not committed: the caller owns the transaction).
+) -> int:
+    """Append one event to the chain (written, not committed: the caller owns the
+    transaction) and return its sequence number.
 
     ``actor`` names who acted: ``staff:<id>``, ``participant:<id>``, ``cli`` or ``system``.
+    The chain's head row is read with a row lock (PostgreSQL; SQLite's writer holds the whole
+    database), so concurrent transactions extend the chain one after another.
     """
-    head = _lock_head(session)
-    occurred_at = utcnow()
+    session.flush()  # pending ORM changes reach the database before the event describing them
+    head = session.execute(_READ_HEAD).first()
+    last_seq, last_hash = (0, GENESIS_HASH) if head is None else (head.last_seq, head.last_hash)
     fields: dict[str, Any] = {
-        "seq": head.last_seq + 1,
-        "occurred_at": occurred_at,
+        "seq": last_seq + 1,
+        "occurred_at": utcnow(),
         "actor": actor,
         "action": action,
         "entity_type": entity_type,
@@ -99,14 +105,12 @@ def record_event(
         "before": _canonical(before),
         "after": _canonical(after),
         "reason": reason,
-        "prev_hash": head.last_hash,
+        "prev_hash": last_hash,
     }
-    event = AuditEvent(**fields, hash=_event_hash(**fields))
-    session.add(event)
-    head.last_seq = event.seq
-    head.last_hash = event.hash
-    session.flush()
-    return event
+    digest = _event_hash(**fields)
+    session.execute(_APPEND, {**fields, "hash": digest})
+    session.execute(_CREATE_HEAD if head is None else _MOVE_HEAD, {"new_seq": fields["seq"], "new_hash": digest})
+    return int(fields["seq"])
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,15 @@ from pro_app.services.audit import GENESIS_HASH, record_event, verify_chain
 
 
 def _three_events(session: Session) -> list[AuditEvent]:
-    return [
+    """Three appended events, as read back from the database."""
+    seqs = [
         record_event(session, actor="staff:1", action="thing.create", entity_type="thing", entity_id=7,
                      after={"value": 1}),
         record_event(session, actor="staff:1", action="thing.update", entity_type="thing", entity_id=7,
                      before={"value": 1}, after={"value": 2}, reason="typo"),
         record_event(session, actor="participant:3", action="answer.save", entity_type="answer", entity_id="9"),
     ]
+    return list(session.scalars(select(AuditEvent).where(AuditEvent.seq.in_(seqs)).order_by(AuditEvent.seq)))
 
 
 def test_events_chain_to_their_predecessor(db_session: Session) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, MetaData
+from typing import cast
+
+from sqlalchemy import CheckConstraint, MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -24,3 +26,8 @@ def one_of(column: str, values: type[StrEnum], name: str | None = None) -> Check
     """A CHECK constraint limiting ``column`` to the members of ``values``."""
     allowed = ", ".join(f"'{member.value}'" for member in values)
     return CheckConstraint(f"{column} IN ({allowed})", name=name or f"{column}_valid")
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's table, for Core statements on hot paths (typed as the Table it is)."""
+    return cast(Table, model.__table__)
