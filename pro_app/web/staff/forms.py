@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -23,24 +22,25 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from pro_app.web.choices import options
+from pro_app.web.forms import Form
 
 _REQUIRED = _l("This field is required.")
 # The same rule as the staff service applies (no extra dependency for address parsing).
 _EMAIL = Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message=_l("Enter a valid email address."))
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = EmailField(_l("Email"), validators=[DataRequired(_REQUIRED), Length(max=254)])
     password = PasswordField(_l("Password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
     next = HiddenField()
 
 
-class PasswordChangeForm(FlaskForm):
+class PasswordChangeForm(Form):
     current = PasswordField(_l("Current password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
     new = PasswordField(_l("New password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
 
-class EnrolForm(FlaskForm):
+class EnrolForm(Form):
     subject_code = StringField(
         _l("Subject code"),
         validators=[
@@ -63,57 +63,57 @@ class EnrolForm(FlaskForm):
     infusion = DateTimeLocalField(_l("Infusion"), validators=[Optional()], format="%Y-%m-%dT%H:%M")
 
 
-class ReasonForm(FlaskForm):
+class ReasonForm(Form):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_REQUIRED), Length(max=1000)])
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(Form):
     """A button that changes something (CSRF only)."""
 
 
-class TabletStartForm(FlaskForm):
+class TabletStartForm(Form):
     assessment = IntegerField(validators=[DataRequired()])
     mode = SelectField(choices=options([("tablet", "tablet"), ("interview", "interview")]), validators=[DataRequired()])
 
 
-class UnlockForm(FlaskForm):
+class UnlockForm(Form):
     password = PasswordField(_l("Your password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
 
-class AcknowledgeForm(FlaskForm):
+class AcknowledgeForm(Form):
     note = TextAreaField(_l("What was done"), validators=[DataRequired(_REQUIRED), Length(max=2000)])
 
 
-class UserForm(FlaskForm):
+class UserForm(Form):
     email = EmailField(_l("Email"), validators=[DataRequired(_REQUIRED), _EMAIL, Length(max=254)])
     role = SelectField(_l("Role"), choices=options([("nurse", _l("Nurse")), ("analyst", _l("Analyst")), ("admin", _l("Administrator"))]))
     sites = SelectMultipleField(_l("Sites"), coerce=int)
     password = PasswordField(_l("Initial password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(Form):
     password = PasswordField(_l("New password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
 
-class SecondFactorCodeForm(FlaskForm):
+class SecondFactorCodeForm(Form):
     """A 6-digit code from the authenticator app (spaces allowed, checked by the service)."""
 
     code = StringField(_l("Code from your authenticator app"), validators=[DataRequired(_REQUIRED), Length(max=20)])
 
 
-class RemoveSecondFactorForm(FlaskForm):
+class RemoveSecondFactorForm(Form):
     password = PasswordField(_l("Your password"), validators=[DataRequired(_REQUIRED), Length(max=200)])
 
 
-class ResetSecondFactorForm(FlaskForm):
+class ResetSecondFactorForm(Form):
     reason = StringField(_l("Reason"), validators=[DataRequired(_REQUIRED), Length(max=1000)])
 
 
-class StudySettingsForm(FlaskForm):
+class StudySettingsForm(Form):
     require_second_factor = BooleanField(_l("Require a second factor for administrator and analyst accounts"))
 
 
-class AlertRuleEntry(FlaskForm):
+class AlertRuleEntry(Form):
     class Meta:
         csrf = False  # part of AlertRulesForm, which carries the token
 
@@ -122,13 +122,13 @@ class AlertRuleEntry(FlaskForm):
     threshold = DecimalField(places=None, validators=[DataRequired(_REQUIRED), NumberRange(0, 100, _l("Use a score from 0 to 100."))])
 
 
-class AlertRulesForm(FlaskForm):
+class AlertRulesForm(Form):
     rules = FieldList(FormField(AlertRuleEntry))
     worsening_enabled = BooleanField(_l("Alert on worsening from baseline"))
     worsening_points = IntegerField(_l("Points of worsening"), validators=[Optional(), NumberRange(1, 100, _l("Use 1 to 100 points."))])
 
 
-class AnchorForm(FlaskForm):
+class AnchorForm(Form):
     kind = SelectField(
         _l("Protocol event"),
         choices=options([("lymphodepletion", _l("Lymphodepletion start")), ("infusion", _l("Infusion")),
@@ -139,7 +139,7 @@ class AnchorForm(FlaskForm):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_REQUIRED), Length(max=1000)])
 
 
-class TimepointEntry(FlaskForm):
+class TimepointEntry(Form):
     class Meta:
         csrf = False  # part of ScheduleForm, which carries the token
 
@@ -157,11 +157,11 @@ class TimepointEntry(FlaskForm):
     remove = BooleanField(_l("Remove"))
 
 
-class ScheduleForm(FlaskForm):
+class ScheduleForm(Form):
     rows = FieldList(FormField(TimepointEntry))
 
 
-class ExportForm(FlaskForm):
+class ExportForm(Form):
     format = SelectField(_l("Format"), validators=[DataRequired(_REQUIRED)])
     sites = SelectMultipleField(_l("Sites"), coerce=str, validators=[Optional()])
     arms = SelectMultipleField(_l("Dose groups"), coerce=str, validators=[Optional()])

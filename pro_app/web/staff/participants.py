@@ -7,7 +7,6 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, StringField, TextAreaField
@@ -29,6 +28,7 @@ from pro_app.services.questionnaire import hand_over
 from pro_app.services.scores import instrument_of
 from pro_app.services.staff import visible_site_ids
 from pro_app.services.texts import text_for
+from pro_app.web.forms import Form
 from pro_app.web.patient.context import assessment_for_tablet, instrument_and_text, sign_in_tablet
 from pro_app.web.staff import pages
 from pro_app.web.staff.forms import AcknowledgeForm, AnchorForm, ConfirmForm, EnrolForm, ReasonForm, TabletStartForm
@@ -210,7 +210,7 @@ def acknowledge(assessment_id: int) -> Page:
 NOT_ANSWERED = "none"
 
 
-class CorrectionForm(FlaskForm):
+class CorrectionForm(Form):
     """One corrected answer: the question, the new value and the required reason."""
 
     item = HiddenField(validators=[DataRequired(_l("Please choose the question to correct."))])
