@@ -7,14 +7,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from babel import support
 from babel.dates import format_datetime
 from babel.messages.pofile import read_po
+from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from wtforms import IntegerField
+from wtforms.i18n import messages_path
 
 from pro_app.db.models import Answer, Assessment, Participant
 from pro_app.domain.instruments import default_registry
+from pro_app.web.forms import Form
 from tests.factories import enrol, link_for, make_study
 
 TRANSLATIONS = Path(__file__).resolve().parents[2] / "translations"
@@ -118,3 +123,25 @@ def test_dates_are_formatted_for_the_locale_and_time_zone(client: FlaskClient, d
     assert upcoming is not None
     expected = format_datetime(upcoming.window_opens_at, "medium", tzinfo=ZoneInfo("Europe/Berlin"), locale="es")
     assert expected in page
+
+
+@pytest.mark.parametrize("locale", ["en", "es", "zh_Hans", "ar"])
+def test_wtforms_own_messages_come_in_the_page_language(app: Flask, locale: str) -> None:
+    """Forms take WTForms' messages from a per-process cache of its catalogue, per language."""
+    class NumberForm(Form):
+        class Meta:
+            csrf = False
+
+        number = IntegerField()
+
+    expected = support.Translations.load(messages_path(), [locale], domain="wtforms").ugettext(
+        "Not a valid integer value."
+    )
+    if locale == "es":
+        assert expected != "Not a valid integer value."
+    for _ in range(2):  # the second form is answered from the cached catalogue
+        with app.test_request_context("/", method="POST", data={"number": "twelve"}):
+            g.preferred_locale = locale
+            form = NumberForm()
+            assert not form.validate()
+            assert form.number.errors == [expected]
