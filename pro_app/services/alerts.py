@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import (
@@ -26,6 +26,7 @@ from pro_app.db.models import (
     StudyAlertRule,
     staff_sites,
 )
+from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
 from pro_app.domain.alerts import AlertFinding, evaluate_thresholds, evaluate_worsening
 from pro_app.domain.errors import N_, Conflict, ValidationError
@@ -129,8 +130,9 @@ def evaluate_submission(
     scores: Mapping[str, float | None],
     *,
     base_url: str,
-) -> list[Alert]:
-    """Create the alerts a submitted assessment raises and queue the nurses' notification."""
+) -> list[AlertFinding]:
+    """Create the alerts a submitted assessment raises and queue the nurses' notification;
+    returns what raised them."""
     study = assessment.participant.study
     rules = [
         AlertRule(s.scale, s.op, s.threshold)  # type: ignore[arg-type]
@@ -144,25 +146,25 @@ def evaluate_submission(
             scale_scores, _baseline_scores(session, assessment), instrument.scale_kinds,
             min_change=study.worsening_alert_points,
         )
-    alerts = [
-        Alert(
-            assessment_id=assessment.id,
-            rule_code=finding.rule_code,
-            scale_code=finding.scale,
-            value=finding.value,
-            threshold=finding.threshold if finding.kind == "threshold" else finding.baseline,
-        )
-        for finding in findings
-    ]
-    session.add_all(alerts)
-    session.flush()
-    if alerts:
+    if findings:  # every row in one statement: a submission can raise a dozen
+        session.execute(insert(table_of(Alert)), [
+            {
+                "assessment_id": assessment.id,
+                "rule_code": finding.rule_code,
+                "scale_code": finding.scale,
+                "value": finding.value,
+                "threshold": finding.threshold if finding.kind == "threshold" else finding.baseline,
+                "state": AlertState.OPEN.value,
+                "created_at": utcnow(),
+            }
+            for finding in findings
+        ])
         record_event(
             session, actor="system", action="alert.raise", entity_type="assessment", entity_id=assessment.id,
-            after={"alerts": [a.rule_code for a in alerts]},
+            after={"alerts": [finding.rule_code for finding in findings]},
         )
         _notify_site_nurses(session, assessment, base_url=base_url)
-    return alerts
+    return findings
 
 
 def _notify_site_nurses(session: Session, assessment: Assessment, *, base_url: str) -> None:

@@ -21,11 +21,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
+from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import N_, Conflict, ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
@@ -55,6 +56,19 @@ def accepts_answers(assessment: Assessment, now: datetime, grace: timedelta) -> 
     return now < closes
 
 
+# Read on every patient page: built once (SQLAlchemy caches its compiled form).
+_ANSWERABLE_NOW = (
+    select(Assessment)
+    .where(
+        Assessment.participant_id == bindparam("participant_id"),
+        Assessment.status.in_(ANSWERABLE),
+        Assessment.window_opens_at <= bindparam("now"),
+        Assessment.window_closes_at > bindparam("closed_after"),
+    )
+    .order_by(Assessment.window_opens_at, Assessment.id)
+)
+
+
 def current_assessment(
     session: Session, participant: Participant, *, now: datetime, grace: timedelta
 ) -> Assessment | None:
@@ -63,14 +77,7 @@ def current_assessment(
     if participant.status != ParticipantStatus.ACTIVE.value:
         return None
     candidates = session.scalars(
-        select(Assessment)
-        .where(
-            Assessment.participant_id == participant.id,
-            Assessment.status.in_(ANSWERABLE),
-            Assessment.window_opens_at <= now,
-            Assessment.window_closes_at > now - grace,
-        )
-        .order_by(Assessment.window_opens_at, Assessment.id)
+        _ANSWERABLE_NOW, {"participant_id": participant.id, "now": now, "closed_after": now - grace}
     ).all()
     usable = [a for a in candidates if accepts_answers(a, now, grace)]
     started = [a for a in usable if a.status == AssessmentStatus.IN_PROGRESS.value]
@@ -94,14 +101,35 @@ def next_assessment(session: Session, participant: Participant, *, now: datetime
     ).first()
 
 
+# Statements of the answer save, which every patient sends for every question: built once
+# (their compiled form is cached by SQLAlchemy), and the writes as Core statements on the
+# tables rather than through the unit of work.
+_LOCK_ASSESSMENT = (
+    select(Assessment).where(Assessment.id == bindparam("id")).with_for_update()
+    .execution_options(populate_existing=True)
+)
+_FIND_RECEIPT = (
+    select(RequestReceipt).where(RequestReceipt.request_id == bindparam("request_id"))
+    .execution_options(populate_existing=True)
+)
+_STORED_ANSWER = select(Answer.id, Answer.value).where(
+    Answer.assessment_id == bindparam("assessment_id"), Answer.item_id == bindparam("item_id")
+)
+_ADD_RECEIPT = insert(table_of(RequestReceipt))
+_ADD_ANSWER = insert(table_of(Answer))
+_CHANGE_ANSWER = (
+    update(table_of(Answer))
+    .where(table_of(Answer).c.id == bindparam("answer_id"))
+    .values(value=bindparam("new_value"), locale=bindparam("new_locale"), answered_at=bindparam("new_at"),
+            answered_by=bindparam("new_by"))
+)
+_ANSWERS_OF = select(Answer.item_id, Answer.value).where(Answer.assessment_id == bindparam("assessment_id"))
+
+
 def lock_assessment(session: Session, assessment_id: int) -> Assessment:
     """Reload the assessment holding a row lock (PostgreSQL) so concurrent saves and
     submissions of the same assessment run one after another."""
-    return session.scalars(
-        select(Assessment).where(Assessment.id == assessment_id).with_for_update().execution_options(
-            populate_existing=True
-        )
-    ).one()
+    return session.scalars(_LOCK_ASSESSMENT, {"id": assessment_id}).one()
 
 
 def start_assessment(
@@ -194,11 +222,7 @@ def parse_request_id(raw: str) -> str:
 
 def find_receipt(session: Session, request_id: str) -> RequestReceipt | None:
     """The stored receipt of ``request_id``, read from the database (not a cached copy)."""
-    return session.scalars(
-        select(RequestReceipt)
-        .where(RequestReceipt.request_id == request_id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    return session.scalars(_FIND_RECEIPT, {"request_id": request_id}).one_or_none()
 
 
 @dataclass(frozen=True)
@@ -295,11 +319,14 @@ def record_answer(
     grace: timedelta,
     now: datetime | None = None,
     request_id: str | None = None,
+    receipt_looked_up: bool = False,
 ) -> SavedAnswer:
     """Save (or change) one answer, at most once per ``request_id``.
 
     Saving the value already stored changes nothing (but still gives the request its
     receipt). Without a request id the request is taken as unique and gets a new one.
+    ``receipt_looked_up``: the caller has just found no receipt for the id (with
+    :func:`replayed_answer`), so it is not looked up again before writing.
 
     Two copies of one request racing in two transactions: the second one's receipt insert
     hits the primary key, its savepoint is rolled back (undoing its answer write and audit
@@ -309,7 +336,7 @@ def record_answer(
     checked = validate_answer(instrument, item_id, value)
     request_id = _checked_request_id(request_id)
     participant_id, assessment_id = assessment.participant_id, assessment.id
-    stored = find_receipt(session, request_id)
+    stored = None if receipt_looked_up else find_receipt(session, request_id)
     if stored is not None:
         return _answer_from_receipt(
             stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
@@ -345,56 +372,50 @@ def _write_answer(
     now: datetime,
     request_id: str,
 ) -> SavedAnswer:
-    answer = session.scalars(
-        select(Answer).where(Answer.assessment_id == assessment.id, Answer.item_id == item_id)
-    ).one_or_none()
-    changed = answer is None or answer.value != value
+    stored = session.execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
+    changed = stored is None or stored.value != value
     # The receipt first: a duplicate request fails here, before it has changed anything.
-    session.add(
-        RequestReceipt(
-            request_id=request_id,
-            kind=ReceiptKind.ANSWER.value,
-            participant_id=assessment.participant_id,
-            assessment_id=assessment.id,
-            item_id=item_id,
-            value=value,
-            outcome=(ReceiptOutcome.SAVED if changed else ReceiptOutcome.UNCHANGED).value,
-            recorded_at=now,
-        )
-    )
-    session.flush()
+    session.execute(_ADD_RECEIPT, {
+        "request_id": request_id,
+        "kind": ReceiptKind.ANSWER.value,
+        "participant_id": assessment.participant_id,
+        "assessment_id": assessment.id,
+        "item_id": item_id,
+        "value": value,
+        "outcome": (ReceiptOutcome.SAVED if changed else ReceiptOutcome.UNCHANGED).value,
+        "recorded_at": now,
+    })
     if not changed:
         return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
-    before = None if answer is None else {"value": answer.value}
-    if answer is None:
-        answer = Answer(assessment_id=assessment.id, item_id=item_id, value=value)
-        session.add(answer)
-    answer.value = value
-    answer.locale = locale
-    answer.answered_at = now
-    answer.answered_by = actor
+    if stored is None:
+        session.execute(_ADD_ANSWER, {
+            "assessment_id": assessment.id, "item_id": item_id, "value": value, "locale": locale,
+            "answered_at": now, "answered_by": actor,
+        })
+    else:
+        session.execute(_CHANGE_ANSWER, {
+            "answer_id": stored.id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
+        })
+        loaded = session.identity_map.get(session.identity_key(Answer, stored.id))
+        if loaded is not None:  # an Answer object read earlier in this session: not stale
+            session.expire(loaded)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         assessment.status = AssessmentStatus.IN_PROGRESS.value
         assessment.started_at = assessment.started_at or now
-    session.flush()
     record_event(
         session,
         actor=actor,
         action="answer.save",
         entity_type="assessment",
         entity_id=assessment.id,
-        before=before,
+        before=None if stored is None else {"value": stored.value},
         after={"item": item_id, "value": value, "locale": locale, "mode": assessment.mode, "request_id": request_id},
     )
     return SavedAnswer(item_id, value, changed=True, request_id=request_id, saved_at=now)
 
 
 def answers_of(session: Session, assessment: Assessment) -> dict[str, int]:
-    return dict(
-        session.execute(
-            select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment.id)
-        ).tuples().all()
-    )
+    return dict(session.execute(_ANSWERS_OF, {"assessment_id": assessment.id}).tuples().all())
 
 
 @dataclass(frozen=True)
@@ -506,13 +527,13 @@ def _write_submission(
         )
     )
     session.flush()
-    answered = len(answers_of(session, assessment))
+    answers = answers_of(session, assessment)
     assessment.status = AssessmentStatus.COMPLETED.value
     assessment.submitted_at = now
     assessment.submission_key = submission_key
     assessment.started_at = assessment.started_at or now
     session.flush()
-    scores = store_scores(session, assessment, instrument)
+    scores = store_scores(session, assessment, instrument, answers=answers)
     evaluate_submission(session, assessment, instrument, scores, base_url=base_url)
     record_event(
         session,
@@ -521,7 +542,7 @@ def _write_submission(
         entity_type="assessment",
         entity_id=assessment.id,
         after={
-            "items_answered": answered,
+            "items_answered": len(answers),
             "items_total": len(instrument.items),
             "mode": assessment.mode,
             "locale": assessment.locale,

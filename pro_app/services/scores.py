@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import Answer, Assessment, AssessmentResult, Participant, ScaleScore, Study
+from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
 from pro_app.domain.instruments import Instrument, default_registry
 from pro_app.domain.scoring import ALGORITHM_VERSION, score_answers
@@ -29,8 +30,12 @@ def store_scores(
     *,
     actor: str = "system",
     reason: str | None = None,
+    answers: Mapping[str, int] | None = None,
 ) -> dict[str, float | None]:
     """(Re)compute the assessment's scores from its answers and upsert one row per score.
+
+    ``answers``: the assessment's stored answers, when the caller has just read them in this
+    transaction (a submission); otherwise they are read here.
 
     Returns the values by score code (None = not scorable). Unchanged rows are left alone,
     so re-scoring an unchanged assessment writes nothing. The assessment's result row (the
@@ -39,11 +44,12 @@ def store_scores(
     before and after), so a score's history can be followed like an answer's.
     """
     instrument = instrument or instrument_of(assessment)
-    answers = dict(
-        session.execute(
-            select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment.id)
-        ).tuples().all()
-    )
+    if answers is None:
+        answers = dict(
+            session.execute(
+                select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment.id)
+            ).tuples().all()
+        )
     results = score_answers(instrument, answers)
     existing = {
         row.scale_code: row
@@ -52,30 +58,39 @@ def store_scores(
     now = utcnow()
     before: dict[str, float | None] = {}
     after: dict[str, float | None] = {}
-    for code, result in results.items():
-        row = existing.get(code)
-        if row is None:
-            after[code] = result.value
-            session.add(
-                ScaleScore(
-                    assessment_id=assessment.id,
-                    scale_code=code,
-                    value=result.value,
-                    items_answered=result.items_answered,
-                    algorithm_version=result.algorithm_version,
-                    computed_at=now,
+    if results and not existing:  # a first scoring (every submission): all rows in one statement
+        session.execute(insert(table_of(ScaleScore)), [
+            {"assessment_id": assessment.id, "scale_code": code, "value": result.value,
+             "items_answered": result.items_answered, "algorithm_version": result.algorithm_version,
+             "computed_at": now}
+            for code, result in results.items()
+        ])
+        after = {code: result.value for code, result in results.items()}
+    else:
+        for code, result in results.items():
+            row = existing.get(code)
+            if row is None:
+                after[code] = result.value
+                session.add(
+                    ScaleScore(
+                        assessment_id=assessment.id,
+                        scale_code=code,
+                        value=result.value,
+                        items_answered=result.items_answered,
+                        algorithm_version=result.algorithm_version,
+                        computed_at=now,
+                    )
                 )
-            )
-        elif (row.value, row.items_answered, row.algorithm_version) != (
-            result.value,
-            result.items_answered,
-            result.algorithm_version,
-        ):
-            before[code], after[code] = row.value, result.value
-            row.value = result.value
-            row.items_answered = result.items_answered
-            row.algorithm_version = result.algorithm_version
-            row.computed_at = now
+            elif (row.value, row.items_answered, row.algorithm_version) != (
+                result.value,
+                result.items_answered,
+                result.algorithm_version,
+            ):
+                before[code], after[code] = row.value, result.value
+                row.value = result.value
+                row.items_answered = result.items_answered
+                row.algorithm_version = result.algorithm_version
+                row.computed_at = now
     values = {code: result.value for code, result in results.items()}
     _store_result(session, assessment.id, instrument, answers, values, now)
     session.flush()

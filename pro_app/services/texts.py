@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import InstrumentTextRecord
@@ -123,14 +123,19 @@ def active_record(session: Session, instrument: Instrument, locale: str) -> Inst
     ).one_or_none()
 
 
+# Asked on every patient page (which wording to show), so built once. Not cached beyond the
+# statement: a text loaded by any process must show on the next page of every process.
+_ACTIVE_LICENSED = select(InstrumentTextRecord.checksum, InstrumentTextRecord.id).where(
+    InstrumentTextRecord.instrument_code == bindparam("code"),
+    InstrumentTextRecord.instrument_version == bindparam("version"),
+    InstrumentTextRecord.locale == bindparam("locale"),
+    InstrumentTextRecord.active.is_(True),
+)
+
+
 def _licensed_text(session: Session, instrument: Instrument, locale: str) -> InstrumentText | None:
     row = session.execute(
-        select(InstrumentTextRecord.checksum, InstrumentTextRecord.id).where(
-            InstrumentTextRecord.instrument_code == instrument.code,
-            InstrumentTextRecord.instrument_version == instrument.version,
-            InstrumentTextRecord.locale == locale,
-            InstrumentTextRecord.active.is_(True),
-        )
+        _ACTIVE_LICENSED, {"code": instrument.code, "version": instrument.version, "locale": locale}
     ).first()
     if row is None:
         return None

@@ -2,11 +2,19 @@
 
 Views and commands call ``database.session`` and commit once at the end; anything left
 uncommitted when the request ends is rolled back.
+
+Requests that may write take SQLite's write lock with their first statement, so everything
+they do waits for and then holds off every other writer. The patient's saves and submission
+are frequent and mostly reading (who is signed in, which questionnaire, is this a retry), so
+their views are marked :func:`reads_first`: they read without the lock and call
+:meth:`Database.begin_writing` just before writing, so that writers queue only for the
+writing itself.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import Engine
@@ -14,9 +22,29 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pro_app.db import audit_guard
-from pro_app.db.engine import make_engine, make_session_factory, writer_engine
+from pro_app.db.engine import WRITE_OPTION, make_engine, make_session_factory, writer_engine
 
 _G_KEY = "_pro_db_session"
+_READS_FIRST = "pro_app_reads_first"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def reads_first(view: View) -> View:
+    """Mark a view that writes only after reading: its session starts without the write lock,
+    and the view must call :meth:`Database.begin_writing` before its first write."""
+    setattr(view, _READS_FIRST, True)
+    return view
+
+
+def _reads_only_at_first() -> bool:
+    if not has_request_context():
+        return False
+    if request.method in _SAFE_METHODS:
+        return True
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, _READS_FIRST, False))
 
 
 class Database:
@@ -53,9 +81,24 @@ class Database:
         session: Session | None = g.get(_G_KEY)
         if session is None:
             state = self.state()
-            reads_only = has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
-            session = (state.reader if reads_only else state.writer)()
+            session = (state.reader if _reads_only_at_first() else state.writer)()
             setattr(g, _G_KEY, session)
+        return session
+
+    def begin_writing(self) -> Session:
+        """End the request's reading transaction (it wrote nothing) and begin the writing one.
+
+        On SQLite the new transaction takes the write lock at once (``BEGIN IMMEDIATE``). Objects
+        read before stay loaded and may be stale by now: what a write depends on is read again
+        inside it (the services lock and re-read the rows they change). Calling it again while
+        writing changes nothing.
+        """
+        session = self.session
+        if session.in_transaction():
+            if session.connection().get_execution_options().get(WRITE_OPTION, False):
+                return session
+            session.commit()
+        session.connection(execution_options={WRITE_OPTION: True})
         return session
 
     @staticmethod

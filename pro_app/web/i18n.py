@@ -7,6 +7,7 @@ Accept-Language, then the study default. Unknown codes fall back silently.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, redirect, request, session
@@ -47,7 +48,12 @@ def state_label(value: str) -> str:
 
 def language_choices() -> list[tuple[str, str]]:
     """Each offered language named in itself (a patient must recognise their own)."""
-    return [(code, Locale.parse(code).get_display_name(code) or code) for code in supported_locales()]
+    return list(_named_in_themselves(tuple(supported_locales())))
+
+
+@lru_cache(maxsize=8)
+def _named_in_themselves(codes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((code, Locale.parse(code).get_display_name(code) or code) for code in codes)
 
 
 def supported_locales() -> list[str]:

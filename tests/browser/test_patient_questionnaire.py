@@ -209,6 +209,8 @@ def test_pages_make_no_external_requests(page: Page, live_server: LiveServer, pa
     page.on("request", lambda request: requested.append(request.url))
     _start(page, patient)
     _answer_and_next(page, 1, 1)
+    # The next page has loaded (a test ending mid-navigation can hang the browser's shutdown).
+    expect(page.locator("#progress-text")).to_have_text("Question 2 of 30")
     assert requested and all(url.startswith(live_server.url) for url in requested), requested
 
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, session
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, select
 
-from pro_app.db.models import AccessLink, Assessment, Participant
+from pro_app.db.models import AccessLink, Assessment, Participant, Study
 from pro_app.domain.instruments import Instrument, InstrumentText, default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.db.types import utcnow
@@ -41,6 +40,9 @@ class PatientContext:
     mode: AssessmentMode
     #: In tablet mode, the only assessment this browser may answer.
     assessment_id: int | None = None
+    #: The participant's study, when read with the sign-in: held for the request so that
+    #: ``participant.study`` finds it in the session (which holds objects only weakly).
+    study: Study | None = None
 
     @property
     def actor(self) -> str:
@@ -123,6 +125,16 @@ def drop_pending_answer() -> None:
         session.pop(PENDING_KEY)
 
 
+# Every patient request starts here: the link, its participant and their study (whose default
+# language every page reads) in one statement, built once.
+_SIGNED_IN_LINK = (
+    select(AccessLink, Participant, Study)
+    .join(AccessLink.participant)
+    .join(Participant.study)
+    .where(AccessLink.id == bindparam("link_id"))
+)
+
+
 def load_patient(now: datetime) -> PatientContext | None:
     """The signed-in patient, or None when there is none or their link stopped being valid."""
     data = session.get(SESSION_KEY)
@@ -131,14 +143,11 @@ def load_patient(now: datetime) -> PatientContext | None:
     db = database.session
     context: PatientContext | None = None
     if "link" in data:
-        link = db.scalars(
-            select(AccessLink)
-            # The study comes along: every patient page reads its default language.
-            .options(joinedload(AccessLink.participant).joinedload(Participant.study))
-            .where(AccessLink.id == data["link"])
-        ).one_or_none()
-        if link is not None and link_is_usable(link, now):
-            context = PatientContext(link.participant, AssessmentMode.SELF)
+        row = db.execute(_SIGNED_IN_LINK, {"link_id": data["link"]}).first()
+        # The participant and study are in the session now: reaching the study from the
+        # participant (participant.study) issues no further statement.
+        if row is not None and link_is_usable(row.AccessLink, now):
+            context = PatientContext(row.Participant, AssessmentMode.SELF, study=row.Study)
     elif "participant" in data:
         participant = db.get(Participant, data["participant"])
         if participant is not None:

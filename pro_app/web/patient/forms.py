@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import request
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, IntegerField, RadioField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
+from pro_app.web.forms import Form
 
-class AnswerForm(FlaskForm):
+
+class AnswerForm(Form):
     """One question. ``go`` is the button pressed (next, back, review); ``assessment`` ties
     the answer to the questionnaire the page was shown for, so a stale page or a shared
     tablet can never put an answer into another questionnaire. ``request_id`` is a fresh
@@ -21,25 +27,61 @@ class AnswerForm(FlaskForm):
     request_id = HiddenField()
 
 
-class AnswerApiForm(FlaskForm):
-    """The background save used by the page script (JSON body, CSRF token in a header,
-    request id in the ``Idempotency-Key`` header and/or the ``request_id`` field).
+@dataclass(frozen=True)
+class AnswerRequest:
+    """The background save sent by the page script: a JSON object (a form post is read the
+    same way), with the CSRF token in the ``X-CSRFToken`` header (checked for every post by
+    CSRFProtect) and the request id in the ``Idempotency-Key`` header and/or ``request_id``.
 
     ``key`` is what page scripts sent before request ids: echoed back in the earlier reply
-    format, never used to recognise a repetition."""
+    format, never used to recognise a repetition.
 
+    Read without a WTForms form: this is the request every patient sends for every answer,
+    and its five fields need no form machinery.
+    """
+
+    assessment: int
+    item: str
+    value: int
+    request_id: object = None
+    key: str | None = None
+
+
+def read_answer_request() -> AnswerRequest | None:
+    """The save's fields, or None when the body does not hold a readable answer: the
+    questionnaire and the answer as whole numbers (a number or its digits, never true/false or
+    a fraction), the question as text of at most 40 characters, an old ``key`` of at most 64."""
+    data: Mapping[str, Any] | None = request.get_json(silent=True) if request.is_json else request.form
+    if not isinstance(data, Mapping):
+        return None
+    assessment = _whole_number(data.get("assessment"))
+    value = _whole_number(data.get("value"))
+    item = data.get("item")
+    key = data.get("key")
+    if assessment is None or assessment <= 0 or value is None:
+        return None
+    if not isinstance(item, str) or not item.strip() or len(item) > 40:
+        return None
+    if key is not None and (not isinstance(key, str) or len(key) > 64):
+        return None
+    return AnswerRequest(assessment, item, value, data.get("request_id"), key or None)
+
+
+def _whole_number(raw: object) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit() and len(raw) <= 20:
+        return int(raw)
+    return None
+
+
+class StartForm(Form):
     assessment = IntegerField(validators=[DataRequired()])
-    item = StringField(validators=[DataRequired(), Length(max=40)])
-    value = IntegerField(validators=[DataRequired()])
-    request_id = StringField()
-    key = StringField(validators=[Optional(), Length(max=64)])
 
 
-class StartForm(FlaskForm):
-    assessment = IntegerField(validators=[DataRequired()])
-
-
-class SubmitForm(FlaskForm):
+class SubmitForm(Form):
     """The review page's submission. ``request_id`` is the submission key; ``key`` is its
     earlier name, rendered with the same value and still read from pages that only have it."""
 
@@ -49,7 +91,7 @@ class SubmitForm(FlaskForm):
     confirm_missing = BooleanField(_l("Yes, submit with the unanswered questions left blank"))
 
 
-class CodeForm(FlaskForm):
+class CodeForm(Form):
     code = StringField(
         _l("Your personal code"),
         validators=[DataRequired(message=_l("Please type the code from your letter.")), Length(max=40)],

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from flask import abort, render_template, request, url_for
+from flask import abort, current_app, render_template, request, url_for
 from flask_babel import get_locale
+from flask_wtf.csrf import generate_csrf
+from markupsafe import escape
 
 from pro_app.db.models import Assessment
 from pro_app.domain.instruments import Instrument, InstrumentText, Item
@@ -69,30 +73,97 @@ def render_question(
     instrument: Instrument,
     text: InstrumentText,
     item: Item,
-    form: AnswerForm,
+    selected: int | None,
     *,
     message: str | None = None,
     error: bool = False,
     notice: str | None = None,
 ) -> str:
-    """The question page. Every rendering carries a new request id, so only a re-post of
-    the very same page can be taken for a repetition of an earlier request."""
-    form.request_id.data = new_request_id()
-    return render_template(
-        "patient/question.html",
-        assessment=assessment,
-        item=item,
-        total=len(instrument.items),
-        text=text,
-        options=options(instrument, text, item),
-        scale_class="numeric" if len(instrument.response_set(item.response_set).labelled) < len(
-            instrument.response_set(item.response_set).values
-        ) else "labelled",
-        form=form,
-        message=message,
-        error=error,
-        notice=notice,
-    )
+    """The question page, ``selected`` checked. Every rendering carries a new request id, so
+    only a re-post of the very same page can be taken for a repetition of an earlier request.
+
+    A plain question page (no message) comes from :class:`QuestionPageCache`: the same for
+    every patient answering this question in this wording and language with this answer
+    selected, apart from the CSRF token, the questionnaire's id and the request id."""
+    number = item.number
+    response_set = instrument.response_set(item.response_set)
+    values = {
+        "item": item,
+        "total": len(instrument.items),
+        "text": text,
+        "options": options(instrument, text, item),
+        "scale_class": "numeric" if len(response_set.labelled) < len(response_set.values) else "labelled",
+        "selected": selected,
+        "message": message,
+        "error": error,
+        "notice": notice,
+    }
+    per_request = {"assessment_id": assessment.id, "request_id": new_request_id()}
+    plain = not (message or error or notice) and request.path == url_for("patient.question", number=number)
+    if not plain or not QuestionPageCache.enabled():
+        return render_template("patient/question.html", **values, **per_request)
+    key = (instrument.code, instrument.version, text.locale, text.checksum, locale_code(), number, selected)
+    return QuestionPageCache.of_app().page(key, values, {**per_request, "csrf_token": generate_csrf()})
+
+
+class QuestionPageCache:
+    """Rendered question pages, per app, with holes for what differs between requests.
+
+    Rendering the page (three templates, its translations, the language menu) was the
+    largest part of serving it. What it shows depends only on the key (instrument, wording
+    and its checksum, page language, question, answer selected); the CSRF token, the
+    questionnaire id and the request id are rendered as markers the first time and filled in
+    on every request. ``tests/web/test_question_page_cache.py`` checks that every page served
+    from here equals a fresh rendering. Off where templates reload (development).
+    """
+
+    #: Pages kept per app: 30 questions x 8 answer states x the offered languages, with room.
+    LIMIT = 4096
+    _EXTENSION = "pro_question_pages"
+    _MARKERS = {name: f"\x00{name}:{secrets.token_hex(8)}\x00" for name in ("csrf_token", "assessment_id", "request_id")}
+
+    def __init__(self) -> None:
+        self._pages: dict[tuple[object, ...], list[str]] = {}
+
+    @staticmethod
+    def enabled() -> bool:
+        return not current_app.jinja_env.auto_reload
+
+    @classmethod
+    def of_app(cls) -> QuestionPageCache:
+        cache = current_app.extensions.get(cls._EXTENSION)
+        if cache is None:
+            cache = current_app.extensions[cls._EXTENSION] = cls()
+        return cache  # type: ignore[no-any-return]
+
+    def page(self, key: tuple[object, ...], values: dict[str, object], per_request: dict[str, object]) -> str:
+        parts = self._pages.get(key)
+        if parts is None:
+            markers = self._MARKERS
+            html = render_template(
+                "patient/question.html", **values, assessment_id=markers["assessment_id"],
+                request_id=markers["request_id"], csrf_token=lambda: markers["csrf_token"],
+            )
+            parts = self._split(html)
+            if len(self._pages) >= self.LIMIT:
+                self._pages.clear()
+            self._pages[key] = parts
+        # Odd positions hold marker names; escaped as the template would have escaped them.
+        return "".join(
+            part if index % 2 == 0 else str(escape(per_request[part])) for index, part in enumerate(parts)
+        )
+
+    @classmethod
+    def _split(cls, html: str) -> list[str]:
+        names = {marker: name for name, marker in cls._MARKERS.items()}
+        pattern = re.compile("|".join(re.escape(marker) for marker in names))
+        parts: list[str] = []
+        last = 0
+        for found in pattern.finditer(html):
+            parts += [html[last:found.start()], names[found.group(0)]]
+            last = found.end()
+        parts.append(html[last:])
+        return parts
 
 
 def render_review(

@@ -30,7 +30,6 @@ from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
 from pro_app.services.questionnaire import answers_of
 from pro_app.web import errors
-from pro_app.web.choices import options
 from pro_app.web.patient import pages
 from pro_app.web.patient.context import (
     assessment_for,
@@ -90,7 +89,7 @@ def _answer_api_not_verified() -> JsonResult:
 
 def _question_not_verified(number: int) -> RenderResult:
     now = utcnow()
-    form = AnswerForm()  # read, never validated: its CSRF field renders a fresh token
+    form = AnswerForm()  # read, never validated; the page shown carries a fresh token
     context = load_patient(now)
     if context is None:
         return session_ended(number, form, now)
@@ -104,13 +103,11 @@ def _question_not_verified(number: int) -> RenderResult:
         return redirect(url_for("patient.home"), code=303)
     item = instrument.items[number - 1]
     allowed = instrument.response_set(item.response_set).values
-    form.value.choices = options((v, str(v)) for v in allowed)
     value = pages.posted_value(form)
-    form.assessment.data = assessment.id
-    form.value.data = value if value in allowed else answers_of(database.session, assessment).get(item.id)
+    selected = value if value in allowed else answers_of(database.session, assessment).get(item.id)
     notice = _("This page had expired, so your answer has not been saved yet. "
                "Please check it and press the button again to save it.")
-    return pages.render_question(assessment, instrument, text, item, form, notice=notice), 400
+    return pages.render_question(assessment, instrument, text, item, selected, notice=notice), 400
 
 
 def _submission_not_verified() -> RenderResult:
@@ -145,23 +142,24 @@ def session_ended(number: int, form: AnswerForm, now: datetime) -> tuple[str, in
 
 
 def offer_pending_answer(
-    form: AnswerForm, assessment: Assessment, instrument: Instrument, item: Item, number: int, now: datetime
-) -> str | None:
-    """Select the answer kept from before the sign-in ended, and say it still needs saving.
+    stored: int | None, assessment: Assessment, instrument: Instrument, item: Item, number: int, now: datetime
+) -> tuple[int | None, str | None]:
+    """The answer to select on the question page, and a notice when it is one kept from
+    before the sign-in ended (selected, and said to still need saving).
 
-    Only on its own question of its own questionnaire (which belongs to the patient signed in
-    now); dropped once it is no longer needed or no longer a valid answer.
+    ``stored`` is the answer saved for the question, if any. A kept answer is offered only on
+    its own question of its own questionnaire (which belongs to the patient signed in now);
+    it is dropped once it is no longer needed or no longer a valid answer.
     """
     pending = pending_answer(now)
     if pending is None or pending.assessment_id != assessment.id or pending.number != number:
-        return None
+        return stored, None
     allowed = instrument.response_set(item.response_set).values
-    if pending.value not in allowed or pending.value == form.value.data:
+    if pending.value not in allowed or pending.value == stored:
         drop_pending_answer()
-        return None
-    form.value.data = pending.value
-    return _("Your session had ended before this answer could be saved. It is selected below: "
-             "please check it, then continue to save it.")
+        return stored, None
+    return pending.value, _("Your session had ended before this answer could be saved. It is selected below: "
+                            "please check it, then continue to save it.")
 
 
 def answer_saved(assessment: Assessment, number: int) -> None:

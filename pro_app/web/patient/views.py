@@ -25,6 +25,7 @@ from pro_app.domain.errors import Conflict, DomainError
 from pro_app.domain.instruments import Instrument, InstrumentText, Item
 from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
+from pro_app.web.database import reads_first
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
     answers_of,
@@ -49,7 +50,7 @@ from pro_app.web.patient.context import (
     pending_answer,
     sign_in_with_link,
 )
-from pro_app.web.patient.forms import AnswerApiForm, AnswerForm, CodeForm, StartForm, SubmitForm
+from pro_app.web.patient.forms import AnswerForm, CodeForm, StartForm, SubmitForm, read_answer_request
 
 bp = Blueprint("patient", __name__)
 
@@ -148,6 +149,7 @@ def start() -> Response:
 
 
 @bp.route("/q/<int:number>", methods=["GET", "POST"])
+@reads_first
 def question(number: int) -> RenderResult:
     now = utcnow()
     context = load_patient(now)
@@ -164,14 +166,13 @@ def question(number: int) -> RenderResult:
     item = instrument.items[number - 1]
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
-    form = AnswerForm()
-    form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
     if request.method == "POST":
+        form = AnswerForm()
+        form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
         return _save_question(context, assessment, instrument, text, item, form, now)
-    form.assessment.data = assessment.id
-    form.value.data = answers_of(database.session, assessment).get(item.id)
-    notice = recovery.offer_pending_answer(form, assessment, instrument, item, number, now)
-    return pages.render_question(assessment, instrument, text, item, form, notice=notice)
+    stored = answers_of(database.session, assessment).get(item.id)
+    selected, notice = recovery.offer_pending_answer(stored, assessment, instrument, item, number, now)
+    return pages.render_question(assessment, instrument, text, item, selected, notice=notice)
 
 
 def _save_question(
@@ -186,64 +187,74 @@ def _save_question(
     """The no-JavaScript save: the page's request id makes a re-posted page save once."""
     if not form.validate() or form.assessment.data != assessment.id:
         status = 409 if form.assessment.data not in (None, assessment.id) else 400
-        return pages.render_question(assessment, instrument, text, item, form, error=True), status
+        return pages.render_question(assessment, instrument, text, item, form.value.data, error=True), status
     if form.value.data is not None:
         try:
+            request_id = receipts.request_id_of(form.request_id.data)
+            database.begin_writing()
             record_answer(
                 database.session, assessment, instrument, item_id=item.id, value=form.value.data,
-                locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
-                request_id=receipts.request_id_of(form.request_id.data),
+                locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
             )
         except DomainError as error:
             database.session.rollback()
-            return pages.render_question(assessment, instrument, text, item, form, message=_message(error)), _status(error)
+            return pages.render_question(
+                assessment, instrument, text, item, form.value.data, message=_message(error)
+            ), _status(error)
         database.session.commit()
         recovery.answer_saved(assessment, item.number)
     return redirect(pages.url_after(form.go.data, item.number, len(instrument.items)), code=303)
 
 
 @bp.post("/q/answer")
+@reads_first
 def save_answer() -> JsonResult:
     """Background save: JSON in, a receipt out. 2xx means the answer is stored durably; the
-    same request again (same request id) gets the same receipt without a second write."""
+    same request again (same request id) gets the same receipt without a second write.
+
+    Everything is read before the write transaction begins (who is signed in, the open
+    questionnaire, whether this request was handled before), so that on SQLite the write lock
+    is held only for the write itself."""
     now = utcnow()
     context = load_patient(now)
     if context is None:
         return recovery.session_ended_json()
-    form = AnswerApiForm()
-    if not form.validate():
+    form = read_answer_request()
+    if form is None:
         return recovery.json_error(_("The answer could not be read. Please choose it again."), "invalid", 400)
     db = database.session
     assessment = assessment_for(context, now)
     try:
-        request_id = receipts.request_id_of(form.request_id.data)
-        if assessment is None or assessment.id != form.assessment.data:
-            # Nothing can be saved there now, but a repetition of a save made before the
-            # questionnaire was submitted or closed still gets its receipt.
-            replay = None if request_id is None else replayed_answer(
-                db, request_id, participant_id=context.participant.id, assessment_id=form.assessment.data,
-                item_id=form.item.data, value=form.value.data,
-            )
-            if replay is not None:
-                return receipts.receipt_body(replay), 200, {receipts.REPLAYED_HEADER: "true"}
-            return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
+        request_id = receipts.request_id_of(form.request_id)
+        # A repetition of a save gets its receipt, even when the questionnaire was submitted
+        # or closed since; a request id used for something else is a conflict.
+        replay = None if request_id is None else replayed_answer(
+            db, request_id, participant_id=context.participant.id, assessment_id=form.assessment,
+            item_id=form.item, value=form.value,
+        )
     except DomainError as error:
         return recovery.json_error(_message(error), _code(error), _status(error))
+    if replay is not None:
+        return receipts.receipt_body(replay), 200, {receipts.REPLAYED_HEADER: "true"}
+    if assessment is None or assessment.id != form.assessment:
+        return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
     instrument, text = instrument_and_text(assessment, pages.locale_code())
+    db = database.begin_writing()
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         start_assessment(db, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
     try:
         saved = record_answer(
-            db, assessment, instrument, item_id=form.item.data, value=form.value.data,
+            db, assessment, instrument, item_id=form.item, value=form.value,
             locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
+            receipt_looked_up=request_id is not None,
         )
     except DomainError as error:
         db.rollback()
         return recovery.json_error(_message(error), _code(error), _status(error))
     db.commit()
     recovery.answer_saved(assessment, instrument.item(saved.item_id).number)
-    if request_id is None and form.key.data:  # a page script from before request ids
-        return {"saved": True, "item": saved.item_id, "value": saved.value, "key": form.key.data}, 200
+    if request_id is None and form.key:  # a page script from before request ids
+        return {"saved": True, "item": saved.item_id, "value": saved.value, "key": form.key}, 200
     if saved.replayed:
         return receipts.receipt_body(saved), 200, {receipts.REPLAYED_HEADER: "true"}
     return receipts.receipt_body(saved), 200
@@ -262,6 +273,7 @@ def review() -> RenderResult:
 
 
 @bp.post("/q/submit")
+@reads_first
 def submit() -> RenderResult:
     context = _require_patient()
     now = utcnow()
@@ -288,6 +300,7 @@ def submit() -> RenderResult:
     missing = len(instrument.items) - len(answers_of(db, assessment))
     if missing and not form.confirm_missing.data:
         return pages.render_review(assessment, form, confirm_needed=True), 400
+    db = database.begin_writing()
     try:
         submit_assessment(
             db, assessment, instrument, submission_key=request_id or new_request_id(), actor=context.actor,
