@@ -65,7 +65,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import unescape
@@ -557,28 +557,51 @@ def _profile(label: str, action: Callable[[int], object]) -> None:
 
 # --- the measurements ---------------------------------------------------------------------------
 
-def measure_ceilings(settings: LoadSettings, folder: Path) -> dict[str, dict[str, Any]]:
+#: What each ceiling measures, as load specs for loadgen.py.
+CEILING_SPECS: dict[str, dict[str, Any]] = {
+    "a": {"connections": [[{"method": "GET", "path": "/plain"}]]},
+    "b": {"connections": [[{"method": "GET", "path": "/form"}]]},
+    "c": {"connections": [[{"method": "POST", "path": "/insert",
+                            "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"},
+                            "body": '{"value": {v}}'}]]},
+}
+CEILING_NAMES = {"a": "plain text", "b": "30-radio form", "c": "SQLite insert"}
+
+
+@contextmanager
+def ceiling_server(folder: Path) -> Iterator[Server]:
+    """The ceiling app, served for the whole run (idle while pro-app is measured)."""
     env = {"CEILING_DATABASE": str(folder / "ceiling.sqlite3")}
-    results = {}
     with serving("ceiling", "ceiling_app:app", env, folder, chdir=BENCHMARKS) as server:
-        plain = {"connections": [[{"method": "GET", "path": "/plain"}]]}
-        form = {"connections": [[{"method": "GET", "path": "/form"}]]}
-        insert_ = {"connections": [[{"method": "POST", "path": "/insert",
-                                     "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"},
-                                     "body": '{"value": {v}}'}]]}
-        for key, spec, label in (("a", plain, "ceiling (a) plain text"), ("b", form, "ceiling (b) 30-radio form"),
-                                 ("c", insert_, "ceiling (c) SQLite insert")):
-            results[key] = load(server.port, spec, settings, folder, label=f"ceiling-{key}")
-            print(describe(label, results[key]), flush=True)
+        yield server
         problems = server.errors()
     if problems:
         print(f"  ceiling server log: {len(problems)} error lines, e.g. {problems[0]}")
-    return results
+
+
+def measure_ceiling(port: int, key: str, settings: LoadSettings, folder: Path, *, when: str = "") -> dict[str, Any]:
+    result = load(port, CEILING_SPECS[key], settings, folder, label=f"ceiling-{key}")
+    print(describe(f"ceiling ({key}) {CEILING_NAMES[key]}{when}", result), flush=True)
+    return result
+
+
+def measure_ceilings(port: int, settings: LoadSettings, folder: Path) -> dict[str, dict[str, Any]]:
+    return {key: measure_ceiling(port, key, settings, folder) for key in CEILING_SPECS}
 
 
 def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSettings, folder: Path,
-                ceilings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Question page, answer save(s) and submission of pro-app on the database at ``url``."""
+                ceiling_port: int | None) -> list[dict[str, Any]]:
+    """Question page, answer save(s) and submission of pro-app on the database at ``url``.
+
+    Each request-rate figure is compared with its ceiling measured just before it (the
+    ceiling server stays up for the run): on a shared or virtual machine the speed drifts
+    within minutes, and a ceiling measured at the start would judge later figures by it."""
+    ceilings: dict[str, dict[str, Any]] = {}
+
+    def paired(key: str, before: str) -> None:
+        if ceiling_port is not None:
+            ceilings[key] = measure_ceiling(ceiling_port, key, settings, folder, when=f", before the {before}")
+
     browsing = settings.connections
     spare = 1  # one patient of each kind for counting statements in-process
     prepared = prepare(url, browsing + spare, args.submissions + spare)
@@ -595,12 +618,14 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
         question_spec = {"connections": [
             [{"method": "GET", "path": f"/q/{n}", "headers": {"Cookie": browser.cookie_header()}} for n in range(1, 31)]
             for browser in patients]}
+        paired("b", "question page")
         question = load(server.port, question_spec, settings, folder, label=f"{label}-question")
         print(describe(f"{label}: question page GET /q/<n>", question), flush=True)
 
         save_spec = {"connections": [
             [answer_request(assessment, f"q{n}", csrf, browser.cookie_header()) for n in range(1, 31)]
             for browser, (assessment, csrf) in zip(patients, opened)]}
+        paired("c", "answer saves")
         save = load(server.port, save_spec, settings, folder, label=f"{label}-save")
         print(describe(f"{label}: answer save POST /q/answer", save), flush=True)
 
@@ -868,17 +893,18 @@ def main() -> None:
 
     def ceiling_figures() -> list[dict[str, Any]]:
         print(HEADER)
-        ceilings.update(measure_ceilings(settings, folder))
+        assert ceiling_port is not None
+        ceilings = measure_ceilings(ceiling_port, settings, folder)
         return [figure(f"Ceiling ({key}) {name}", ceilings[key]["rps"], "req/s",
                        note=f"p99 {ceilings[key]['latency_ms']['p99']:.1f} ms, "
                             f"{ceilings[key]['bytes_per_response']} B"
                             + (f"; {ceilings[key]['errors']} errors" if ceilings[key]["errors"] else ""))
-                for key, name in (("a", "plain text"), ("b", "30-radio form"), ("c", "SQLite insert"))]
+                for key, name in CEILING_NAMES.items()]
 
     def on_sqlite() -> list[dict[str, Any]]:
         url = temporary_sqlite_url()
         try:
-            return measure_app("SQLite", url, args, settings, folder, ceilings)
+            return measure_app("SQLite", url, args, settings, folder, ceiling_port)
         finally:
             if not args.keep:
                 shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent, ignore_errors=True)
@@ -886,21 +912,31 @@ def main() -> None:
     def on_postgres() -> list[dict[str, Any]]:
         assert pg_url is not None
         try:
-            return measure_app("PostgreSQL", pg_url, args, settings, folder, ceilings)
+            return measure_app("PostgreSQL", pg_url, args, settings, folder, ceiling_port)
         finally:
             drop_database(pg_url)
 
-    ceilings: dict[str, dict[str, Any]] = {}
+    ceiling_port: int | None = None
+    servers = ExitStack()
     try:
         if not args.no_startup:
             section("Start-up", lambda: measure_startup(folder, runs=2 if args.quick else 4))
-        section("Ceilings", ceiling_figures)
+
+        def start_ceiling() -> list[dict[str, Any]]:
+            nonlocal ceiling_port
+            ceiling_port = servers.enter_context(ceiling_server(folder)).port
+            return []
+
+        section("Ceiling server", start_ceiling)
+        if ceiling_port is not None:
+            section("Ceilings", ceiling_figures)
         section("pro-app on SQLite", on_sqlite)
         if pg_url is not None:
             section("pro-app on PostgreSQL", on_postgres)
         if not args.no_dashboard:
             section("Nurse dashboard over HTTP", lambda: measure_dashboard(args, settings, folder))
     finally:
+        servers.close()
         if args.keep:
             print(f"kept: {folder}")
         else:
