@@ -45,8 +45,9 @@ instance/secret_key:
 migrate: setup instance/secret_key
 	@$(BIN)/pro-app db upgrade
 
-demo: migrate
-	@$(BIN)/pro-app seed-demo
+# Migrations and the demo study in one process (each start of the app costs its imports).
+demo: setup instance/secret_key
+	@$(BIN)/pro-app seed-demo --migrate
 
 run: demo
 	@echo "Serving on http://$(HOST):$(PORT)  (staff login: http://$(HOST):$(PORT)/staff/login)"

@@ -25,12 +25,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from pro_app.domain.errors import ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
@@ -38,6 +35,9 @@ from pro_app.domain.records import AssessmentRecord, PackedValues
 from pro_app.domain.schedule import ANCHOR_KINDS
 from pro_app.domain.states import AssessmentMode, AssessmentStatus
 from pro_app.exports import ExportContext
+
+if TYPE_CHECKING:  # openpyxl itself is imported when a workbook is written (it slows every start)
+    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 __all__ = [
     "CONTEXT_COLUMNS",
@@ -427,14 +427,17 @@ class _Cells:
     """Typed cells of one write-only sheet: real numbers, dates and UTC datetimes; text as text."""
 
     def __init__(self, sheet: WriteOnlyWorksheet) -> None:
+        from openpyxl.cell import WriteOnlyCell
+
         self.sheet = sheet
+        self._cell = WriteOnlyCell
 
     def text(self, value: str | None) -> object:
         if not value:
             return None
         value = _ILLEGAL.sub("", value)
         if value.startswith("="):  # text, never a formula
-            cell = WriteOnlyCell(self.sheet, value=value)
+            cell = self._cell(self.sheet, value=value)
             cell.data_type = "s"
             return cell
         return value
@@ -443,12 +446,12 @@ class _Cells:
         if value is None:
             return None
         # Excel has no time zones: naive UTC, to the second like the CSV files.
-        cell = WriteOnlyCell(self.sheet, value=value.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0))
+        cell = self._cell(self.sheet, value=value.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0))
         cell.number_format = _UTC_FORMAT
         return cell
 
     def day(self, value: date) -> object:
-        cell = WriteOnlyCell(self.sheet, value=value)
+        cell = self._cell(self.sheet, value=value)
         cell.number_format = _DATE_FORMAT
         return cell
 
@@ -457,7 +460,7 @@ class _Cells:
         significant digits, and a score must read back as exactly the stored float."""
         if value is None:
             return None
-        cell = WriteOnlyCell(self.sheet, value=repr(float(value)))
+        cell = self._cell(self.sheet, value=repr(float(value)))
         cell.data_type = "n"
         return cell
 
@@ -508,6 +511,8 @@ def write_xlsx(records: Iterable[AssessmentRecord], out: BinaryIO, context: Expo
     instrument = context.instrument
     item_ids = instrument.item_ids
     score_codes = instrument.score_codes
+    from openpyxl import Workbook
+
     workbook = Workbook(write_only=True)
     data = workbook.create_sheet("Data")
     data.freeze_panes = "A2"

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from alembic.script import ScriptDirectory
 from flask.testing import FlaskCliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from pro_app import create_app
 from pro_app.cli import main
+from pro_app.db.engine import make_engine, make_session_factory
+from pro_app.db.migrate import alembic_config
 from pro_app.db.models import AccessLink, Assessment, Participant, StaffUser, Study
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.audit import verify_chain
+from tests.conftest import app_config
 
 
 def _count(session: Session, model: type) -> int:
@@ -69,3 +75,25 @@ def test_create_user_rejects_bad_input(runner: FlaskCliRunner, db_session: Sessi
     dup = runner.invoke(main, ["create-user", "A@example.org", "--role", "admin", "--password", "y" * 12])
     assert dup.exit_code == 1 and "already exists" in dup.output
     assert _count(db_session, StaffUser) == 1
+
+
+def test_seed_demo_can_migrate_an_empty_database_first(tmp_path: Path) -> None:
+    """``make run`` migrates and seeds in one process: ``seed-demo --migrate``."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    app = create_app(app_config(DATABASE_URL=url))
+    runner = app.test_cli_runner()
+    first = runner.invoke(main, ["seed-demo", "--migrate"])
+    assert first.exit_code == 0, first.output
+    assert "Demo study created." in first.output
+    again = runner.invoke(main, ["seed-demo", "--migrate"])  # at the latest revision already: seeds only
+    assert again.exit_code == 0 and "already present" in again.output
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            assert _count(session, Study) == 1 and _count(session, StaffUser) == 3
+            assert verify_chain(session)[1] is None
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    finally:
+        engine.dispose()
+        app.extensions["pro_db"].engine.dispose()
