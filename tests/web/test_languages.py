@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime as dt
+from datetime import timedelta
+from datetime import timezone as tz
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,6 +14,7 @@ from babel import support
 from babel.dates import format_datetime
 from babel.messages.pofile import read_po
 from flask import Flask, g
+from flask_babel import format_datetime as babel_format_datetime
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +24,7 @@ from wtforms.i18n import messages_path
 from pro_app.db.models import Answer, Assessment, Participant
 from pro_app.domain.instruments import default_registry
 from pro_app.web.forms import Form
+from pro_app.web.i18n import datetimeformat
 from tests.factories import enrol, link_for, make_study
 
 TRANSLATIONS = Path(__file__).resolve().parents[2] / "translations"
@@ -145,3 +150,21 @@ def test_wtforms_own_messages_come_in_the_page_language(app: Flask, locale: str)
             form = NumberForm()
             assert not form.validate()
             assert form.number.errors == [expected]
+
+
+@pytest.mark.parametrize("locale", ["en", "es", "zh_Hans", "ar"])
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Shanghai", "America/New_York", "Australia/Lord_Howe"])
+def test_the_datetime_filter_writes_what_flask_babel_writes(app: Flask, locale: str, zone: str) -> None:
+    """``datetimeformat`` reuses date and time parts within a request; the text must not change."""
+    starts = [dt(2026, 3, 29, 0, 30, tzinfo=tz.utc), dt(2026, 10, 25, 0, 30, tzinfo=tz.utc),
+              dt(2026, 11, 1, 5, 59, 59, 999_999, tzinfo=tz.utc), dt(2026, 4, 5, 14, 45, tzinfo=tz.utc)]
+    instants = [start + timedelta(minutes=17 * step) for start in starts for step in range(12)]
+    instants.append(dt(2026, 6, 1, 12, 0))  # naive: taken as UTC, as Flask-Babel does
+    with app.test_request_context("/"):
+        g.preferred_locale = locale
+        g.timezone = zone
+        for _ in range(2):  # the second pass comes from the parts remembered for the request
+            for instant in instants:
+                for form in ("short", "medium", "long", "full"):
+                    assert datetimeformat(instant, form) == babel_format_datetime(instant, form), (instant, form)
+        assert datetimeformat(instants[0], "yyyy-MM-dd HH:mm") == babel_format_datetime(instants[0], "yyyy-MM-dd HH:mm")
