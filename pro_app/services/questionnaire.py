@@ -334,9 +334,10 @@ def record_answer(
     """
     now = now or utcnow()
     checked = validate_answer(instrument, item_id, value)
+    given = bool(request_id)
     request_id = _checked_request_id(request_id)
     participant_id, assessment_id = assessment.participant_id, assessment.id
-    stored = None if receipt_looked_up else find_receipt(session, request_id)
+    stored = find_receipt(session, request_id) if given and not receipt_looked_up else None
     if stored is not None:
         return _answer_from_receipt(
             stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked

@@ -42,7 +42,7 @@ def register(app: Flask) -> None:
 _STANDARD_FORMATS = ("full", "long", "medium", "short")
 
 
-def datetimeformat(value: datetime | None, format: str = "medium") -> str:
+def datetimeformat(value: object, format: str = "medium") -> str:
     """Flask-Babel's ``datetimeformat`` filter (in the page's language and time zone), with
     each date and each time of day formatted once per request.
 
@@ -51,7 +51,7 @@ def datetimeformat(value: datetime | None, format: str = "medium") -> str:
     same is done here from parts remembered for the request: the result is the same text
     (``tests/web/test_languages.py`` compares them).
     """
-    if value is None or format not in _STANDARD_FORMATS:
+    if not isinstance(value, datetime) or format not in _STANDARD_FORMATS:
         return str(flask_babel.format_datetime(value, format))
     parts: dict[tuple[object, ...], str] | None = g.get("_datetime_parts")
     if parts is None:

@@ -168,3 +168,5 @@ def test_the_datetime_filter_writes_what_flask_babel_writes(app: Flask, locale: 
                 for form in ("short", "medium", "long", "full"):
                     assert datetimeformat(instant, form) == babel_format_datetime(instant, form), (instant, form)
         assert datetimeformat(instants[0], "yyyy-MM-dd HH:mm") == babel_format_datetime(instants[0], "yyyy-MM-dd HH:mm")
+        day = dt(2026, 3, 29).date()  # a date alone is formatted as Flask-Babel does it
+        assert datetimeformat(day, "short") == babel_format_datetime(day, "short")
