@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -113,6 +114,16 @@ def find_link(session: Session, *, token: str | None = None, code: str | None = 
     return session.scalars(select(AccessLink).where(condition)).one_or_none()
 
 
-def link_is_usable(link: AccessLink, now: datetime | None = None) -> bool:
+class LinkValidity(Protocol):
+    """What decides whether a link is usable: an :class:`AccessLink` or a row of its columns."""
+
+    @property
+    def expires_at(self) -> datetime: ...
+
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+def link_is_usable(link: LinkValidity, now: datetime | None = None) -> bool:
     now = now or utcnow()
     return link.revoked_at is None and link.expires_at > now

@@ -18,8 +18,10 @@ the interview mode:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -46,7 +48,20 @@ INVALID_REQUEST_ID = N_(
 ANSWERABLE = (AssessmentStatus.SCHEDULED.value, AssessmentStatus.OPEN.value, AssessmentStatus.IN_PROGRESS.value)
 
 
-def accepts_answers(assessment: Assessment, now: datetime, grace: timedelta) -> bool:
+class AssessmentWindow(Protocol):
+    """What decides whether an assessment takes answers: an :class:`Assessment` or its values."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def window_opens_at(self) -> datetime: ...
+
+    @property
+    def window_closes_at(self) -> datetime: ...
+
+
+def accepts_answers(assessment: AssessmentWindow, now: datetime, grace: timedelta) -> bool:
     """Open while its window is; a started assessment may be finished within the grace period."""
     if assessment.status not in ANSWERABLE or now < assessment.window_opens_at:
         return False
@@ -56,7 +71,38 @@ def accepts_answers(assessment: Assessment, now: datetime, grace: timedelta) -> 
     return now < closes
 
 
+@dataclass(frozen=True)
+class OpenAssessment:
+    """An answerable assessment as a question page reads it: its values, not a mapped object
+    (loading one was a large part of serving the page). Writes load the :class:`Assessment`."""
+
+    id: int
+    participant_id: int
+    status: str
+    instrument_code: str
+    instrument_version: str
+    window_opens_at: datetime
+    window_closes_at: datetime
+
+
+_WindowT = TypeVar("_WindowT", bound=AssessmentWindow)
+
+
+def _preferred(candidates: Sequence[_WindowT], now: datetime, grace: timedelta) -> _WindowT | None:
+    """One already started first, then the earliest open window (``candidates`` in window order)."""
+    usable = [a for a in candidates if accepts_answers(a, now, grace)]
+    started = [a for a in usable if a.status == AssessmentStatus.IN_PROGRESS.value]
+    preferred = started or usable
+    return preferred[0] if preferred else None
+
+
 # Read on every patient page: built once (SQLAlchemy caches its compiled form).
+_ASSESSMENT_TABLE = table_of(Assessment)
+_OPEN_VALUES = (
+    _ASSESSMENT_TABLE.c.id, _ASSESSMENT_TABLE.c.participant_id, _ASSESSMENT_TABLE.c.status,
+    _ASSESSMENT_TABLE.c.instrument_code, _ASSESSMENT_TABLE.c.instrument_version,
+    _ASSESSMENT_TABLE.c.window_opens_at, _ASSESSMENT_TABLE.c.window_closes_at,
+)
 _ANSWERABLE_NOW = (
     select(Assessment)
     .where(
@@ -67,10 +113,32 @@ _ANSWERABLE_NOW = (
     )
     .order_by(Assessment.window_opens_at, Assessment.id)
 )
+_ANSWERABLE_NOW_VALUES = (
+    select(*_OPEN_VALUES)
+    .where(
+        _ASSESSMENT_TABLE.c.participant_id == bindparam("participant_id"),
+        _ASSESSMENT_TABLE.c.status.in_(ANSWERABLE),
+        _ASSESSMENT_TABLE.c.window_opens_at <= bindparam("now"),
+        _ASSESSMENT_TABLE.c.window_closes_at > bindparam("closed_after"),
+    )
+    .order_by(_ASSESSMENT_TABLE.c.window_opens_at, _ASSESSMENT_TABLE.c.id)
+)
+_ASSESSMENT_VALUES = select(*_OPEN_VALUES).where(_ASSESSMENT_TABLE.c.id == bindparam("id"))
+
+
+class ParticipantRef(Protocol):
+    """A participant as the questionnaire services need it: a :class:`Participant`, or the
+    signed-in patient's values read without loading one."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
 
 
 def current_assessment(
-    session: Session, participant: Participant, *, now: datetime, grace: timedelta
+    session: Session, participant: ParticipantRef, *, now: datetime, grace: timedelta
 ) -> Assessment | None:
     """The assessment the participant should answer now: one already started first, then the
     earliest open window. The window times decide, not a possibly stale status."""
@@ -79,13 +147,29 @@ def current_assessment(
     candidates = session.scalars(
         _ANSWERABLE_NOW, {"participant_id": participant.id, "now": now, "closed_after": now - grace}
     ).all()
-    usable = [a for a in candidates if accepts_answers(a, now, grace)]
-    started = [a for a in usable if a.status == AssessmentStatus.IN_PROGRESS.value]
-    preferred = started or usable
-    return preferred[0] if preferred else None
+    return _preferred(candidates, now, grace)
 
 
-def next_assessment(session: Session, participant: Participant, *, now: datetime) -> Assessment | None:
+def current_open_assessment(
+    session: Session, participant: ParticipantRef, *, now: datetime, grace: timedelta
+) -> OpenAssessment | None:
+    """:func:`current_assessment`, chosen the same way, read as values in one Core statement."""
+    if participant.status != ParticipantStatus.ACTIVE.value:
+        return None
+    rows = session.connection().execute(
+        _ANSWERABLE_NOW_VALUES, {"participant_id": participant.id, "now": now, "closed_after": now - grace}
+    ).all()
+    chosen = _preferred(rows, now, grace)
+    return None if chosen is None else OpenAssessment(*chosen)
+
+
+def open_assessment(session: Session, assessment_id: int) -> OpenAssessment | None:
+    """The assessment's values (whether or not it takes answers), or None if there is none."""
+    row = session.connection().execute(_ASSESSMENT_VALUES, {"id": assessment_id}).first()
+    return None if row is None else OpenAssessment(*row)
+
+
+def next_assessment(session: Session, participant: ParticipantRef, *, now: datetime) -> Assessment | None:
     """The next assessment whose window has not opened yet."""
     if participant.status != ParticipantStatus.ACTIVE.value:
         return None
@@ -417,6 +501,21 @@ def _write_answer(
 
 def answers_of(session: Session, assessment: Assessment) -> dict[str, int]:
     return dict(session.execute(_ANSWERS_OF, {"assessment_id": assessment.id}).tuples().all())
+
+
+_ANSWER_TABLE = table_of(Answer)
+_ANSWER_VALUE = select(_ANSWER_TABLE.c.value).where(
+    _ANSWER_TABLE.c.assessment_id == bindparam("assessment_id"), _ANSWER_TABLE.c.item_id == bindparam("item_id")
+)
+
+
+def answer_value(session: Session, assessment_id: int, item_id: str) -> int | None:
+    """The stored answer to one item, read as a plain Core statement (the question page's
+    read: it flushes nothing, so call it where the session holds no unsaved answer)."""
+    value: int | None = session.connection().execute(
+        _ANSWER_VALUE, {"assessment_id": assessment_id, "item_id": item_id}
+    ).scalar_one_or_none()
+    return value
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import InstrumentTextRecord
+from pro_app.db.models.base import table_of
 from pro_app.domain.errors import N_, ValidationError
 from pro_app.domain.instruments import (
     Instrument,
@@ -123,18 +124,20 @@ def active_record(session: Session, instrument: Instrument, locale: str) -> Inst
     ).one_or_none()
 
 
-# Asked on every patient page (which wording to show), so built once. Not cached beyond the
-# statement: a text loaded by any process must show on the next page of every process.
-_ACTIVE_LICENSED = select(InstrumentTextRecord.checksum, InstrumentTextRecord.id).where(
-    InstrumentTextRecord.instrument_code == bindparam("code"),
-    InstrumentTextRecord.instrument_version == bindparam("version"),
-    InstrumentTextRecord.locale == bindparam("locale"),
-    InstrumentTextRecord.active.is_(True),
+# Asked on every patient page (which wording to show), so built once, as a plain Core
+# statement. Not cached beyond the statement: a text loaded by any process must show on the
+# next page of every process.
+_TEXT_RECORDS = table_of(InstrumentTextRecord)
+_ACTIVE_LICENSED = select(_TEXT_RECORDS.c.checksum, _TEXT_RECORDS.c.id).where(
+    _TEXT_RECORDS.c.instrument_code == bindparam("code"),
+    _TEXT_RECORDS.c.instrument_version == bindparam("version"),
+    _TEXT_RECORDS.c.locale == bindparam("locale"),
+    _TEXT_RECORDS.c.active.is_(True),
 )
 
 
 def _licensed_text(session: Session, instrument: Instrument, locale: str) -> InstrumentText | None:
-    row = session.execute(
+    row = session.connection().execute(
         _ACTIVE_LICENSED, {"code": instrument.code, "version": instrument.version, "locale": locale}
     ).first()
     if row is None:

@@ -14,17 +14,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from flask import current_app, g, session
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 
 from pro_app.db.models import AccessLink, Assessment, Participant, Study
+from pro_app.db.models.base import table_of
 from pro_app.domain.instruments import Instrument, InstrumentText, default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.db.types import utcnow
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
-from pro_app.services.questionnaire import accepts_answers, current_assessment, new_request_id
+from pro_app.services.questionnaire import (
+    OpenAssessment,
+    accepts_answers,
+    current_assessment,
+    current_open_assessment,
+    new_request_id,
+    open_assessment,
+)
 from pro_app.services.texts import text_for
 
 SESSION_KEY = "patient"
@@ -34,15 +43,28 @@ PENDING_KEY = "patient_pending"
 PENDING_MAX_AGE = timedelta(hours=24)
 
 
+@dataclass(frozen=True)
+class SignedInParticipant:
+    """What every patient page needs of the signed-in participant, read in one statement.
+
+    Plain values rather than the mapped :class:`Participant`: loading ORM objects was a large
+    part of serving a question page. Code that needs more of the participant loads the row.
+    """
+
+    id: int
+    status: str
+    locale: str
+    timezone: str
+    #: The language of the participant's study, the wording's fallback.
+    study_locale: str
+
+
 @dataclass
 class PatientContext:
-    participant: Participant
+    participant: SignedInParticipant
     mode: AssessmentMode
     #: In tablet mode, the only assessment this browser may answer.
     assessment_id: int | None = None
-    #: The participant's study, when read with the sign-in: held for the request so that
-    #: ``participant.study`` finds it in the session (which holds objects only weakly).
-    study: Study | None = None
 
     @property
     def actor(self) -> str:
@@ -125,14 +147,31 @@ def drop_pending_answer() -> None:
         session.pop(PENDING_KEY)
 
 
-# Every patient request starts here: the link, its participant and their study (whose default
-# language every page reads) in one statement, built once.
-_SIGNED_IN_LINK = (
-    select(AccessLink, Participant, Study)
-    .join(AccessLink.participant)
-    .join(Participant.study)
-    .where(AccessLink.id == bindparam("link_id"))
+# Every patient request starts here: the link's validity, its participant and their study's
+# language in one Core statement, built once. The tablet sign-in reads the same columns by
+# participant.
+_LINK = table_of(AccessLink)
+_PARTICIPANT = table_of(Participant)
+_STUDY = table_of(Study)
+_PARTICIPANT_COLUMNS = (
+    _PARTICIPANT.c.id, _PARTICIPANT.c.status, _PARTICIPANT.c.locale, _PARTICIPANT.c.timezone,
+    _STUDY.c.default_locale,
 )
+_SIGNED_IN_LINK = (
+    select(_LINK.c.expires_at, _LINK.c.revoked_at, *_PARTICIPANT_COLUMNS)
+    .join_from(_LINK, _PARTICIPANT, _LINK.c.participant_id == _PARTICIPANT.c.id)
+    .join(_STUDY, _PARTICIPANT.c.study_id == _STUDY.c.id)
+    .where(_LINK.c.id == bindparam("link_id"))
+)
+_SIGNED_IN_PARTICIPANT = (
+    select(*_PARTICIPANT_COLUMNS)
+    .join_from(_PARTICIPANT, _STUDY, _PARTICIPANT.c.study_id == _STUDY.c.id)
+    .where(_PARTICIPANT.c.id == bindparam("participant_id"))
+)
+
+
+def _participant_of(row: Row[Any]) -> SignedInParticipant:
+    return SignedInParticipant(row.id, row.status, row.locale, row.timezone, row.default_locale)
 
 
 def load_patient(now: datetime) -> PatientContext | None:
@@ -140,18 +179,17 @@ def load_patient(now: datetime) -> PatientContext | None:
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict):
         return None
-    db = database.session
+    connection = database.session.connection()
     context: PatientContext | None = None
     if "link" in data:
-        row = db.execute(_SIGNED_IN_LINK, {"link_id": data["link"]}).first()
-        # The participant and study are in the session now: reaching the study from the
-        # participant (participant.study) issues no further statement.
-        if row is not None and link_is_usable(row.AccessLink, now):
-            context = PatientContext(row.Participant, AssessmentMode.SELF, study=row.Study)
+        row = connection.execute(_SIGNED_IN_LINK, {"link_id": data["link"]}).first()
+        if row is not None and link_is_usable(row, now):
+            context = PatientContext(_participant_of(row), AssessmentMode.SELF)
     elif "participant" in data:
-        participant = db.get(Participant, data["participant"])
-        if participant is not None:
-            context = PatientContext(participant, AssessmentMode(data.get("mode", "tablet")), data.get("assessment"))
+        row = connection.execute(_SIGNED_IN_PARTICIPANT, {"participant_id": data["participant"]}).first()
+        if row is not None:
+            mode = AssessmentMode(data.get("mode", "tablet"))
+            context = PatientContext(_participant_of(row), mode, data.get("assessment"))
     if context is None:
         sign_out_patient()
         return None
@@ -170,6 +208,16 @@ def assessment_for(context: PatientContext, now: datetime) -> Assessment | None:
     return current_assessment(database.session, context.participant, now=now, grace=grace_period())
 
 
+def open_assessment_for(context: PatientContext, now: datetime) -> OpenAssessment | None:
+    """:func:`assessment_for` read as values, for pages that only show the questionnaire."""
+    if context.assessment_id is not None:
+        assessment = open_assessment(database.session, context.assessment_id)
+        if assessment is None or assessment.participant_id != context.participant.id:
+            return None
+        return assessment if accepts_answers(assessment, now, grace_period()) else None
+    return current_open_assessment(database.session, context.participant, now=now, grace=grace_period())
+
+
 def assessment_for_tablet(participant: Participant, assessment_id: int | None) -> Assessment | None:
     """The participant's assessment a nurse may hand over now (it must be answerable)."""
     assessment = database.session.get(Assessment, assessment_id) if assessment_id else None
@@ -178,11 +226,13 @@ def assessment_for_tablet(participant: Participant, assessment_id: int | None) -
     return assessment if accepts_answers(assessment, utcnow(), grace_period()) else None
 
 
-def instrument_and_text(assessment: Assessment, locale: str) -> tuple[Instrument, InstrumentText]:
-    """The instrument of the assessment and its wording in ``locale`` (else the study's).
+def instrument_and_text(
+    assessment: Assessment | OpenAssessment, locale: str, study_locale: str
+) -> tuple[Instrument, InstrumentText]:
+    """The instrument of the assessment and its wording in ``locale``, else in the study's
+    language ``study_locale``, else in English.
 
     A site's licensed wording for the locale takes precedence over the demo wording.
     """
     instrument = default_registry().get(assessment.instrument_code, assessment.instrument_version)
-    fallbacks = (locale, assessment.participant.study.default_locale, "en")
-    return instrument, text_for(database.session, instrument, fallbacks)
+    return instrument, text_for(database.session, instrument, (locale, study_locale, "en"))

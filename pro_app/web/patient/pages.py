@@ -16,7 +16,7 @@ from pro_app.db.models import Assessment
 from pro_app.domain.instruments import Instrument, InstrumentText, Item
 from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
-from pro_app.services.questionnaire import answers_of, new_request_id, next_assessment
+from pro_app.services.questionnaire import OpenAssessment, answers_of, new_request_id, next_assessment
 from pro_app.web.patient.context import (
     PatientContext,
     PendingAnswer,
@@ -30,6 +30,13 @@ from pro_app.web.patient.forms import AnswerForm, SubmitForm
 
 def locale_code() -> str:
     return str(get_locale() or "en")
+
+
+def wording_for(
+    context: PatientContext, assessment: Assessment | OpenAssessment
+) -> tuple[Instrument, InstrumentText]:
+    """The instrument of the assessment and its wording in the page language (else the study's)."""
+    return instrument_and_text(assessment, locale_code(), context.participant.study_locale)
 
 
 def assessment_or_gone(context: PatientContext, now: datetime, assessment_id: int | None) -> Assessment:
@@ -69,7 +76,7 @@ def options(instrument: Instrument, text: InstrumentText, item: Item) -> list[tu
 
 
 def render_question(
-    assessment: Assessment,
+    assessment: Assessment | OpenAssessment,
     instrument: Instrument,
     text: InstrumentText,
     item: Item,
@@ -167,6 +174,7 @@ class QuestionPageCache:
 
 
 def render_review(
+    context: PatientContext,
     assessment: Assessment,
     form: SubmitForm,
     *,
@@ -174,7 +182,7 @@ def render_review(
     error: bool = False,
     confirm_needed: bool = False,
 ) -> str:
-    instrument, text = instrument_and_text(assessment, locale_code())
+    instrument, text = wording_for(context, assessment)
     answers = answers_of(database.session, assessment)
     rows = []
     for item in instrument.items:

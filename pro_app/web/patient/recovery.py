@@ -28,7 +28,7 @@ from pro_app.db.types import utcnow
 from pro_app.domain.instruments import Instrument, Item
 from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
-from pro_app.services.questionnaire import answers_of
+from pro_app.services.questionnaire import OpenAssessment, answers_of
 from pro_app.web import errors
 from pro_app.web.patient import pages
 from pro_app.web.patient.context import (
@@ -98,7 +98,7 @@ def _question_not_verified(number: int) -> RenderResult:
     assessment = assessment_for(context, now)
     if assessment is None or pages.posted_assessment_id(form) != assessment.id:
         return pages.closed_page(context, now)
-    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    instrument, text = pages.wording_for(context, assessment)
     if not 1 <= number <= len(instrument.items) or assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
     item = instrument.items[number - 1]
@@ -122,7 +122,7 @@ def _submission_not_verified() -> RenderResult:
         return pages.closed_page(context, now)
     form = SubmitForm()  # read, never validated: its CSRF field renders a fresh token
     message = _("This page had expired, so your answers have not been submitted yet. Please submit them again.")
-    return pages.render_review(assessment, form, message=message), 400
+    return pages.render_review(context, assessment, form, message=message), 400
 
 
 def session_ended(number: int, form: AnswerForm, now: datetime) -> tuple[str, int]:
@@ -142,7 +142,12 @@ def session_ended(number: int, form: AnswerForm, now: datetime) -> tuple[str, in
 
 
 def offer_pending_answer(
-    stored: int | None, assessment: Assessment, instrument: Instrument, item: Item, number: int, now: datetime
+    stored: int | None,
+    assessment: Assessment | OpenAssessment,
+    instrument: Instrument,
+    item: Item,
+    number: int,
+    now: datetime,
 ) -> tuple[int | None, str | None]:
     """The answer to select on the question page, and a notice when it is one kept from
     before the sign-in ended (selected, and said to still need saving).

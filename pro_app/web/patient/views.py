@@ -28,6 +28,7 @@ from pro_app.extensions import database
 from pro_app.web.database import reads_first
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
+    answer_value,
     answers_of,
     new_request_id,
     next_assessment,
@@ -47,6 +48,7 @@ from pro_app.web.patient.context import (
     grace_period,
     instrument_and_text,
     load_patient,
+    open_assessment_for,
     pending_answer,
     sign_in_with_link,
 )
@@ -122,7 +124,7 @@ def home() -> RenderResult:
         drop_pending_answer()  # a kept answer has no open questionnaire to go into
         upcoming = next_assessment(database.session, context.participant, now=now)
         return render_template("patient/nothing_due.html", upcoming=upcoming)
-    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    instrument, text = pages.wording_for(context, assessment)
     pending = pages.pending_question_number(pending_answer(now), assessment, len(instrument.items))
     if pending is not None:  # back after the sign-in ended: confirm the answer kept from then
         return redirect(url_for("patient.question", number=pending), code=303)
@@ -142,7 +144,7 @@ def start() -> Response:
     context = _require_patient()
     now = utcnow()
     assessment = pages.assessment_or_gone(context, now, StartForm().assessment.data)
-    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    instrument, text = pages.wording_for(context, assessment)
     start_assessment(database.session, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
     database.session.commit()
     return redirect(pages.first_unanswered_url(instrument, answers_of(database.session, assessment)), code=303)
@@ -157,20 +159,21 @@ def question(number: int) -> RenderResult:
         if request.method == "POST":
             return recovery.session_ended(number, AnswerForm(), now)
         abort(401)
-    assessment = assessment_for(context, now)
+    # Showing the page reads the questionnaire's values only; saving loads it to change it.
+    assessment = assessment_for(context, now) if request.method == "POST" else open_assessment_for(context, now)
     if assessment is None:
         return pages.closed_page(context, now)
-    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    instrument, text = pages.wording_for(context, assessment)
     if not 1 <= number <= len(instrument.items):
         abort(404)
     item = instrument.items[number - 1]
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
-    if request.method == "POST":
+    if isinstance(assessment, Assessment):
         form = AnswerForm()
         form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
         return _save_question(context, assessment, instrument, text, item, form, now)
-    stored = answers_of(database.session, assessment).get(item.id)
+    stored = answer_value(database.session, assessment.id, item.id)
     selected, notice = recovery.offer_pending_answer(stored, assessment, instrument, item, number, now)
     return pages.render_question(assessment, instrument, text, item, selected, notice=notice)
 
@@ -238,7 +241,7 @@ def save_answer() -> JsonResult:
         return receipts.receipt_body(replay), 200, {receipts.REPLAYED_HEADER: "true"}
     if assessment is None or assessment.id != form.assessment:
         return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
-    instrument, text = instrument_and_text(assessment, pages.locale_code())
+    instrument, text = pages.wording_for(context, assessment)
     db = database.begin_writing()
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         start_assessment(db, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
@@ -269,7 +272,7 @@ def review() -> RenderResult:
         return pages.closed_page(context, now)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
-    return pages.render_review(assessment, SubmitForm(assessment=assessment.id))
+    return pages.render_review(context, assessment, SubmitForm(assessment=assessment.id))
 
 
 @bp.post("/q/submit")
@@ -291,15 +294,15 @@ def submit() -> RenderResult:
     except DomainError as error:
         if assessment is None:
             return pages.closed_page(context, now)
-        return pages.render_review(assessment, form, message=_message(error)), _status(error)
+        return pages.render_review(context, assessment, form, message=_message(error)), _status(error)
     if assessment is None:
         return pages.closed_page(context, now)
     if not form.validate() or form.assessment.data != assessment.id:
-        return pages.render_review(assessment, form, error=True), 400
-    instrument, _text = instrument_and_text(assessment, pages.locale_code())
+        return pages.render_review(context, assessment, form, error=True), 400
+    instrument, _text = pages.wording_for(context, assessment)
     missing = len(instrument.items) - len(answers_of(db, assessment))
     if missing and not form.confirm_missing.data:
-        return pages.render_review(assessment, form, confirm_needed=True), 400
+        return pages.render_review(context, assessment, form, confirm_needed=True), 400
     db = database.begin_writing()
     try:
         submit_assessment(
@@ -308,7 +311,7 @@ def submit() -> RenderResult:
         )
     except DomainError as error:
         db.rollback()
-        return pages.render_review(assessment, form, message=_message(error)), _status(error)
+        return pages.render_review(context, assessment, form, message=_message(error)), _status(error)
     db.commit()
     return redirect(url_for("patient.done"), code=303)
 

@@ -171,7 +171,7 @@ def start_tablet(participant_id: int) -> Page:
     if assessment is None:
         return pages.render_participant(participant, message=_("This questionnaire is not open.")), 409
     mode = AssessmentMode(form.mode.data)
-    _instrument, text = instrument_and_text(assessment, participant.locale)
+    _instrument, text = instrument_and_text(assessment, participant.locale, participant.study.default_locale)
     hand_over(database.session, assessment, mode=mode, text=text, actor=_actor())
     record_event(database.session, actor=_actor(), action=f"{mode.value}.start", entity_type="assessment",
                  entity_id=assessment.id)
