@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -98,6 +98,7 @@ def _preferred(candidates: Sequence[_WindowT], now: datetime, grace: timedelta) 
 
 # Read on every patient page: built once (SQLAlchemy caches its compiled form).
 _ASSESSMENT_TABLE = table_of(Assessment)
+_ANSWER_TABLE = table_of(Answer)
 _OPEN_VALUES = (
     _ASSESSMENT_TABLE.c.id, _ASSESSMENT_TABLE.c.participant_id, _ASSESSMENT_TABLE.c.status,
     _ASSESSMENT_TABLE.c.instrument_code, _ASSESSMENT_TABLE.c.instrument_version,
@@ -192,18 +193,31 @@ _LOCK_ASSESSMENT = (
     select(Assessment).where(Assessment.id == bindparam("id")).with_for_update()
     .execution_options(populate_existing=True)
 )
-_FIND_RECEIPT = (
-    select(RequestReceipt).where(RequestReceipt.request_id == bindparam("request_id"))
-    .execution_options(populate_existing=True)
+# The answer save reads the questionnaire under the lock as values: it changes only its
+# status (on the first answer), with a Core UPDATE.
+_LOCK_ASSESSMENT_VALUES = (
+    select(*_OPEN_VALUES, _ASSESSMENT_TABLE.c.mode, _ASSESSMENT_TABLE.c.started_at)
+    .where(_ASSESSMENT_TABLE.c.id == bindparam("id"))
+    .with_for_update()
 )
-_STORED_ANSWER = select(Answer.id, Answer.value).where(
-    Answer.assessment_id == bindparam("assessment_id"), Answer.item_id == bindparam("item_id")
+_MARK_STARTED = (
+    update(_ASSESSMENT_TABLE)
+    .where(_ASSESSMENT_TABLE.c.id == bindparam("assessment_id"))
+    .values(status=AssessmentStatus.IN_PROGRESS.value, started_at=bindparam("new_started_at"))
 )
-_ADD_RECEIPT = insert(table_of(RequestReceipt))
-_ADD_ANSWER = insert(table_of(Answer))
+_RECEIPTS = table_of(RequestReceipt)
+_FIND_RECEIPT = select(
+    _RECEIPTS.c.request_id, _RECEIPTS.c.kind, _RECEIPTS.c.participant_id, _RECEIPTS.c.assessment_id,
+    _RECEIPTS.c.item_id, _RECEIPTS.c.value, _RECEIPTS.c.outcome, _RECEIPTS.c.recorded_at,
+).where(_RECEIPTS.c.request_id == bindparam("request_id"))
+_STORED_ANSWER = select(_ANSWER_TABLE.c.id, _ANSWER_TABLE.c.value).where(
+    _ANSWER_TABLE.c.assessment_id == bindparam("assessment_id"), _ANSWER_TABLE.c.item_id == bindparam("item_id")
+)
+_ADD_RECEIPT = insert(_RECEIPTS)
+_ADD_ANSWER = insert(_ANSWER_TABLE)
 _CHANGE_ANSWER = (
-    update(table_of(Answer))
-    .where(table_of(Answer).c.id == bindparam("answer_id"))
+    update(_ANSWER_TABLE)
+    .where(_ANSWER_TABLE.c.id == bindparam("answer_id"))
     .values(value=bindparam("new_value"), locale=bindparam("new_locale"), answered_at=bindparam("new_at"),
             answered_by=bindparam("new_by"))
 )
@@ -304,9 +318,24 @@ def parse_request_id(raw: str) -> str:
     return str(parsed)
 
 
-def find_receipt(session: Session, request_id: str) -> RequestReceipt | None:
+@dataclass(frozen=True)
+class StoredReceipt:
+    """A request's receipt as stored (the values of its :class:`RequestReceipt` row)."""
+
+    request_id: str
+    kind: str
+    participant_id: int
+    assessment_id: int
+    item_id: str | None
+    value: int | None
+    outcome: str
+    recorded_at: datetime
+
+
+def find_receipt(session: Session, request_id: str) -> StoredReceipt | None:
     """The stored receipt of ``request_id``, read from the database (not a cached copy)."""
-    return session.scalars(_FIND_RECEIPT, {"request_id": request_id}).one_or_none()
+    row = session.connection().execute(_FIND_RECEIPT, {"request_id": request_id}).first()
+    return None if row is None else StoredReceipt(*row)
 
 
 @dataclass(frozen=True)
@@ -331,7 +360,7 @@ def _checked_request_id(request_id: str | None) -> str:
 
 
 def _answer_from_receipt(
-    receipt: RequestReceipt, *, participant_id: int, assessment_id: int, item_id: str, value: int
+    receipt: StoredReceipt, *, participant_id: int, assessment_id: int, item_id: str, value: int
 ) -> SavedAnswer:
     """A repeated answer request: the original receipt when the payload is the same.
 
@@ -391,9 +420,19 @@ def validate_answer(instrument: Instrument, item_id: str, value: object) -> int:
     return value
 
 
+class AssessmentRef(Protocol):
+    """The questionnaire an answer is for: an :class:`Assessment` or its values."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def participant_id(self) -> int: ...
+
+
 def record_answer(
     session: Session,
-    assessment: Assessment,
+    assessment: AssessmentRef,
     instrument: Instrument,
     *,
     item_id: str,
@@ -415,6 +454,10 @@ def record_answer(
     Two copies of one request racing in two transactions: the second one's receipt insert
     hits the primary key, its savepoint is rolled back (undoing its answer write and audit
     event) and the first one's receipt is returned, so exactly one write is kept.
+
+    The questionnaire is re-read under the lock as values, and written with Core
+    statements; a mapped :class:`Assessment` of it in the session is expired when its status
+    changes, so it is read again when next used.
     """
     now = now or utcnow()
     checked = validate_answer(instrument, item_id, value)
@@ -426,15 +469,16 @@ def record_answer(
         return _answer_from_receipt(
             stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
         )
-    assessment = lock_assessment(session, assessment.id)
-    if assessment.status == AssessmentStatus.COMPLETED.value:
+    session.flush()  # what the caller changed in the session is written before the re-read
+    locked = session.connection().execute(_LOCK_ASSESSMENT_VALUES, {"id": assessment_id}).one()
+    if locked.status == AssessmentStatus.COMPLETED.value:
         raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
-    if not accepts_answers(assessment, now, grace):
+    if not accepts_answers(locked, now, grace):
         raise Conflict(N_("This questionnaire is closed; answers can no longer be saved."))
     try:
         with session.begin_nested():
             return _write_answer(
-                session, assessment, item_id=item_id, value=checked, locale=locale, actor=actor, now=now,
+                session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now,
                 request_id=request_id,
             )
     except IntegrityError:
@@ -448,7 +492,7 @@ def record_answer(
 
 def _write_answer(
     session: Session,
-    assessment: Assessment,
+    assessment: Row[Any],
     *,
     item_id: str,
     value: int,
@@ -457,10 +501,12 @@ def _write_answer(
     now: datetime,
     request_id: str,
 ) -> SavedAnswer:
-    stored = session.execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
+    """The writes of one answer save; ``assessment`` is the questionnaire's row read under the lock."""
+    connection = session.connection()
+    stored = connection.execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
     changed = stored is None or stored.value != value
     # The receipt first: a duplicate request fails here, before it has changed anything.
-    session.execute(_ADD_RECEIPT, {
+    connection.execute(_ADD_RECEIPT, {
         "request_id": request_id,
         "kind": ReceiptKind.ANSWER.value,
         "participant_id": assessment.participant_id,
@@ -473,20 +519,19 @@ def _write_answer(
     if not changed:
         return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
     if stored is None:
-        session.execute(_ADD_ANSWER, {
+        connection.execute(_ADD_ANSWER, {
             "assessment_id": assessment.id, "item_id": item_id, "value": value, "locale": locale,
             "answered_at": now, "answered_by": actor,
         })
     else:
-        session.execute(_CHANGE_ANSWER, {
+        connection.execute(_CHANGE_ANSWER, {
             "answer_id": stored.id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
         })
-        loaded = session.identity_map.get(session.identity_key(Answer, stored.id))
-        if loaded is not None:  # an Answer object read earlier in this session: not stale
-            session.expire(loaded)
+        _expire_loaded(session, Answer, stored.id)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
-        assessment.status = AssessmentStatus.IN_PROGRESS.value
-        assessment.started_at = assessment.started_at or now
+        started_at = assessment.started_at or now
+        connection.execute(_MARK_STARTED, {"assessment_id": assessment.id, "new_started_at": started_at})
+        _expire_loaded(session, Assessment, assessment.id)
     record_event(
         session,
         actor=actor,
@@ -499,11 +544,17 @@ def _write_answer(
     return SavedAnswer(item_id, value, changed=True, request_id=request_id, saved_at=now)
 
 
+def _expire_loaded(session: Session, model: type[Answer] | type[Assessment], row_id: int) -> None:
+    """A mapped object of a row just changed by a Core statement is read again when next used."""
+    loaded = session.identity_map.get(session.identity_key(model, row_id))
+    if loaded is not None:
+        session.expire(loaded)
+
+
 def answers_of(session: Session, assessment: Assessment) -> dict[str, int]:
     return dict(session.execute(_ANSWERS_OF, {"assessment_id": assessment.id}).tuples().all())
 
 
-_ANSWER_TABLE = table_of(Answer)
 _ANSWER_VALUE = select(_ANSWER_TABLE.c.value).where(
     _ANSWER_TABLE.c.assessment_id == bindparam("assessment_id"), _ANSWER_TABLE.c.item_id == bindparam("item_id")
 )
@@ -525,7 +576,7 @@ class Submission:
     scores: dict[str, float | None]
 
 
-def _check_submission_receipt(receipt: RequestReceipt, *, participant_id: int, assessment_id: int | None) -> None:
+def _check_submission_receipt(receipt: StoredReceipt, *, participant_id: int, assessment_id: int | None) -> None:
     same = (
         receipt.kind == ReceiptKind.SUBMIT.value
         and receipt.participant_id == participant_id

@@ -167,7 +167,7 @@ def offer_pending_answer(
                             "please check it, then continue to save it.")
 
 
-def answer_saved(assessment: Assessment, number: int) -> None:
+def answer_saved(assessment: Assessment | OpenAssessment, number: int) -> None:
     """The question was answered: a kept answer for it is no longer needed."""
     pending = pending_answer(utcnow())
     if pending is not None and pending.assessment_id == assessment.id and pending.number == number:

@@ -28,6 +28,7 @@ from pro_app.extensions import database
 from pro_app.web.database import reads_first
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
+    OpenAssessment,
     answer_value,
     answers_of,
     new_request_id,
@@ -159,8 +160,7 @@ def question(number: int) -> RenderResult:
         if request.method == "POST":
             return recovery.session_ended(number, AnswerForm(), now)
         abort(401)
-    # Showing the page reads the questionnaire's values only; saving loads it to change it.
-    assessment = assessment_for(context, now) if request.method == "POST" else open_assessment_for(context, now)
+    assessment = open_assessment_for(context, now)
     if assessment is None:
         return pages.closed_page(context, now)
     instrument, text = pages.wording_for(context, assessment)
@@ -169,7 +169,7 @@ def question(number: int) -> RenderResult:
     item = instrument.items[number - 1]
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
-    if isinstance(assessment, Assessment):
+    if request.method == "POST":
         form = AnswerForm()
         form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
         return _save_question(context, assessment, instrument, text, item, form, now)
@@ -180,7 +180,7 @@ def question(number: int) -> RenderResult:
 
 def _save_question(
     context: PatientContext,
-    assessment: Assessment,
+    assessment: OpenAssessment,
     instrument: Instrument,
     text: InstrumentText,
     item: Item,
@@ -226,7 +226,7 @@ def save_answer() -> JsonResult:
     if form is None:
         return recovery.json_error(_("The answer could not be read. Please choose it again."), "invalid", 400)
     db = database.session
-    assessment = assessment_for(context, now)
+    assessment = open_assessment_for(context, now)
     try:
         request_id = receipts.request_id_of(form.request_id)
         # A repetition of a save gets its receipt, even when the questionnaire was submitted
@@ -243,8 +243,9 @@ def save_answer() -> JsonResult:
         return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
     instrument, text = pages.wording_for(context, assessment)
     db = database.begin_writing()
-    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
-        start_assessment(db, assessment, mode=context.mode, text=text, actor=context.actor, now=now)
+    if assessment.status != AssessmentStatus.IN_PROGRESS.value:  # the first answer starts the questionnaire
+        start_assessment(db, db.get_one(Assessment, assessment.id), mode=context.mode, text=text, actor=context.actor,
+                         now=now)
     try:
         saved = record_answer(
             db, assessment, instrument, item_id=form.item, value=form.value,
