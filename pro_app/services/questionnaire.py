@@ -502,11 +502,11 @@ def _write_answer(
     request_id: str,
 ) -> SavedAnswer:
     """The writes of one answer save; ``assessment`` is the questionnaire's row read under the lock."""
-    connection = session.connection()
-    stored = connection.execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
+    stored = session.connection().execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
     changed = stored is None or stored.value != value
     # The receipt first: a duplicate request fails here, before it has changed anything.
-    connection.execute(_ADD_RECEIPT, {
+    # Writes go through the session, whose audit guard notes the tables they change.
+    session.execute(_ADD_RECEIPT, {
         "request_id": request_id,
         "kind": ReceiptKind.ANSWER.value,
         "participant_id": assessment.participant_id,
@@ -519,18 +519,18 @@ def _write_answer(
     if not changed:
         return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
     if stored is None:
-        connection.execute(_ADD_ANSWER, {
+        session.execute(_ADD_ANSWER, {
             "assessment_id": assessment.id, "item_id": item_id, "value": value, "locale": locale,
             "answered_at": now, "answered_by": actor,
         })
     else:
-        connection.execute(_CHANGE_ANSWER, {
+        session.execute(_CHANGE_ANSWER, {
             "answer_id": stored.id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
         })
         _expire_loaded(session, Answer, stored.id)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         started_at = assessment.started_at or now
-        connection.execute(_MARK_STARTED, {"assessment_id": assessment.id, "new_started_at": started_at})
+        session.execute(_MARK_STARTED, {"assessment_id": assessment.id, "new_started_at": started_at})
         _expire_loaded(session, Assessment, assessment.id)
     record_event(
         session,

@@ -27,6 +27,7 @@ from pro_app.db.audit_guard import AUDITED_TABLES, EXEMPT_COLUMNS, EXEMPT_TABLES
 from pro_app.db.engine import make_session_factory
 from pro_app.db.models import (
     Alert,
+    Answer,
     Assessment,
     AuditEvent,
     Base,
@@ -39,6 +40,7 @@ from pro_app.db.models import (
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.records import ExportFilters
 from pro_app.domain.states import AssessmentMode
+from pro_app.services import questionnaire
 from pro_app.services.access import issue_link, revoke_links
 from pro_app.services.alerts import acknowledge_alerts, rule_settings, save_rule_settings
 from pro_app.services.audit import record_event
@@ -179,6 +181,23 @@ def test_an_unaudited_insert_cannot_be_committed(session: Session, participant: 
         session.commit()
     session.rollback()
     assert session.scalar(select(func.count()).select_from(Alert)) == 0
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_an_answer_save_without_its_event_cannot_be_committed(
+    session: Session, participant: Participant, monkeypatch: pytest.MonkeyPatch, started: bool
+) -> None:
+    """The answer save writes with Core statements; the guard sees them all the same."""
+    assessment = _first_assessment(session, participant)
+    if started:
+        start_assessment(session, assessment, mode=AssessmentMode.SELF, text=TEXT, actor="staff:0")
+        session.commit()
+    monkeypatch.setattr(questionnaire, "record_event", lambda *args, **kwargs: 0)
+    record_answer(session, assessment, QLQ, item_id="q1", value=2, locale="en", actor="participant:1", grace=GRACE)
+    with pytest.raises(UnauditedWrite, match="answers"):
+        session.commit()
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(Answer)) == 0
 
 
 def test_changes_that_change_nothing_or_only_bookkeeping_need_no_event(
