@@ -9,6 +9,10 @@ are frequent and mostly reading (who is signed in, which questionnaire, is this 
 their views are marked :func:`reads_first`: they read without the lock and call
 :meth:`Database.begin_writing` just before writing, so that writers queue only for the
 writing itself.
+
+Pages that only show something are marked :func:`reads_only`: on PostgreSQL their GET
+requests run their statements outside a transaction (autocommit), which saves the BEGIN and
+ROLLBACK round trips of every page view, and any write they attempt is refused.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from pro_app.db import audit_guard
 from pro_app.db.engine import WRITE_OPTION, make_engine, make_session_factory, writer_engine
 
 _G_KEY = "_pro_db_session"
 _READS_FIRST = "pro_app_reads_first"
+_READS_ONLY = "pro_app_reads_only"
+#: ``Session.info`` key of a session that must not write (see :func:`reads_only`).
+READ_ONLY_INFO = "pro_app_read_only"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -38,13 +45,51 @@ def reads_first(view: View) -> View:
     return view
 
 
+def reads_only(view: View) -> View:
+    """Mark a view whose GET and HEAD requests only read.
+
+    On PostgreSQL those requests run their statements without a transaction (autocommit):
+    each statement sees what was committed when it started, and the page view costs no BEGIN
+    and no ROLLBACK round trip. A write in such a request raises :class:`ReadOnlyRequest`
+    (on every database), so a page that starts writing must drop the mark.
+    """
+    setattr(view, _READS_ONLY, True)
+    return view
+
+
+class ReadOnlyRequest(RuntimeError):
+    """A request marked :func:`reads_only` tried to write."""
+
+
+def _view_marked(mark: str) -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, mark, False))
+
+
+def _reads_only() -> bool:
+    return has_request_context() and request.method in ("GET", "HEAD") and _view_marked(_READS_ONLY)
+
+
 def _reads_only_at_first() -> bool:
     if not has_request_context():
         return False
     if request.method in _SAFE_METHODS:
         return True
-    view = current_app.view_functions.get(request.endpoint or "")
-    return bool(getattr(view, _READS_FIRST, False))
+    return _view_marked(_READS_FIRST)
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush(session: Session, _context: UOWTransaction, _instances: object) -> None:
+    if session.info.get(READ_ONLY_INFO) and (session.new or session.dirty or session.deleted):
+        raise ReadOnlyRequest("a page marked reads_only changed data")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_statement(execute_state: ORMExecuteState) -> None:
+    if execute_state.session.info.get(READ_ONLY_INFO) and (
+        execute_state.is_insert or execute_state.is_update or execute_state.is_delete
+    ):
+        raise ReadOnlyRequest("a page marked reads_only sent a write statement")
 
 
 class Database:
@@ -82,6 +127,10 @@ class Database:
         if session is None:
             state = self.state()
             session = (state.reader if _reads_only_at_first() else state.writer)()
+            if _reads_only():
+                session.info[READ_ONLY_INFO] = True
+                if state.autocommit_reads and isinstance(session.get_bind(), Engine):
+                    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             setattr(g, _G_KEY, session)
         return session
 
@@ -120,6 +169,9 @@ class _AppDatabase:
         self.engine = engine
         self.reader: Any = reader
         self.writer: Any = writer
+        #: PostgreSQL: reads_only pages run without a transaction. (SQLite's BEGIN costs no
+        #: round trip, and keeps the page's reads on one snapshot.)
+        self.autocommit_reads = engine.dialect.name == "postgresql"
 
     def use_session_factory(self, factory: Any) -> None:
         """Serve every session from ``factory`` (tests bind it to a rolled-back transaction)."""

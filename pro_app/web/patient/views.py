@@ -25,7 +25,7 @@ from pro_app.domain.errors import Conflict, DomainError
 from pro_app.domain.instruments import Instrument, InstrumentText, Item
 from pro_app.domain.states import AssessmentStatus
 from pro_app.extensions import database
-from pro_app.web.database import reads_first
+from pro_app.web.database import reads_first, reads_only
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
     OpenAssessment,
@@ -117,6 +117,7 @@ def enter_code() -> RenderResult:
 
 
 @bp.get("/q/")
+@reads_only
 def home() -> RenderResult:
     context = _require_patient()
     now = utcnow()
@@ -153,6 +154,7 @@ def start() -> Response:
 
 @bp.route("/q/<int:number>", methods=["GET", "POST"])
 @reads_first
+@reads_only
 def question(number: int) -> RenderResult:
     now = utcnow()
     context = load_patient(now)
@@ -265,6 +267,7 @@ def save_answer() -> JsonResult:
 
 
 @bp.get("/q/review")
+@reads_only
 def review() -> RenderResult:
     context = _require_patient()
     now = utcnow()

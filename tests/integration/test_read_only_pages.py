@@ -1,0 +1,155 @@
+"""Pages marked ``reads_only``: on PostgreSQL their page views run without a transaction
+(no BEGIN and ROLLBACK round trips); on every database a write from them is refused.
+
+Each database here is the app's own (committed data, the app's own engine), as in
+production: the tests' usual rolled-back outer transaction would hide the difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy.engine import make_url
+
+from pro_app import create_app
+from pro_app.db.engine import make_engine, make_session_factory, writer_engine
+from pro_app.db.migrate import upgrade
+from pro_app.db.models import Assessment, Participant
+from pro_app.domain.instruments import default_registry
+from pro_app.domain.states import AssessmentMode
+from pro_app.extensions import database
+from pro_app.services.questionnaire import start_assessment
+from pro_app.web.database import ReadOnlyRequest, reads_only
+from tests.conftest import BACKENDS, POSTGRES_URL, app_config
+from tests.factories import enrol, link_for, make_study
+
+EN = default_registry().text("qlq_c30", "en")
+
+
+@pytest.fixture(params=BACKENDS)
+def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of its own: a SQLite file, or ``<test database>_readonly``."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'read_only.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    assert POSTGRES_URL is not None
+    parsed = make_url(POSTGRES_URL)
+    name = f"{parsed.database}_readonly"
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = parsed.set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def started(own_database: str) -> tuple[str, int]:
+    """A patient's link token and their started baseline questionnaire, committed."""
+    engine = make_engine(own_database)
+    try:
+        with make_session_factory(writer_engine(engine))() as session:
+            participant = enrol(session, make_study(session, "READ-1"), "R-001")
+            issued = link_for(session, participant)
+            assessment = session.scalars(
+                select(Assessment).where(Assessment.participant_id == participant.id,
+                                         Assessment.timepoint_code == "baseline")
+            ).one()
+            start_assessment(session, assessment, mode=AssessmentMode.SELF, text=EN, actor="test")
+            session.commit()
+            return issued.token, assessment.id
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def app(own_database: str) -> Iterator[Flask]:
+    app = create_app(app_config(DATABASE_URL=own_database))
+    yield app
+    app.extensions["pro_db"].engine.dispose()
+
+
+def _in_transaction(dbapi_connection: Any) -> bool:
+    """Whether the driver runs the statement inside a transaction it began."""
+    if hasattr(dbapi_connection, "autocommit") and not hasattr(dbapi_connection, "in_transaction"):
+        return not dbapi_connection.autocommit  # psycopg: autocommit off opens a transaction
+    return bool(dbapi_connection.in_transaction)  # sqlite3: our BEGIN ran before the SELECTs
+
+
+def _selects_in_transaction(app: Flask, send: Any) -> list[bool]:
+    seen: list[bool] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(_in_transaction(cursor.connection))
+
+    engine = app.extensions["pro_db"].engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        send()
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert seen, "the request read nothing"
+    return seen
+
+
+def test_page_views_skip_the_transaction_on_postgresql_only(app: Flask, started: tuple[str, int]) -> None:
+    token, assessment_id = started
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    postgresql = app.extensions["pro_db"].engine.dialect.name == "postgresql"
+    for path in ("/q/", "/q/3", "/q/review"):
+        def show(path: str = path) -> None:
+            assert client.get(path).status_code == 200
+        assert set(_selects_in_transaction(app, show)) == {not postgresql}, path
+
+    def save() -> None:
+        response = client.post("/q/answer", json={"assessment": assessment_id, "item": "q3", "value": 2},
+                               headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert response.status_code == 200
+    assert set(_selects_in_transaction(app, save)) == {True}  # saves always run in transactions
+    page = client.get("/q/3")
+    assert page.status_code == 200 and b'name="value" value="2" checked>' in page.data  # the saved answer shows
+
+
+def test_a_page_marked_reads_only_cannot_write(
+    app: Flask, started: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    def rename_by_flush() -> str:
+        participant = database.session.scalars(select(Participant)).first()
+        assert participant is not None
+        participant.locale = "es"
+        database.session.flush()
+        return "changed"
+
+    def rename_by_statement() -> str:
+        database.session.execute(update(Participant).values(locale="es"))
+        return "changed"
+
+    app.add_url_rule("/test/flush", view_func=reads_only(rename_by_flush), methods=["GET", "POST"])
+    app.add_url_rule("/test/statement", view_func=reads_only(rename_by_statement))
+    client = app.test_client()
+    for path in ("/test/flush", "/test/statement"):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert client.get(path).status_code == 500
+        errors = [record.exc_info[0] for record in caplog.records if record.exc_info]
+        assert errors == [ReadOnlyRequest], path
+    assert client.post("/test/flush").data == b"changed"  # not a page view: its session may write
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        assert connection.scalar(select(Participant.locale)) == "en"  # the POST did not commit
