@@ -74,13 +74,28 @@ FORM_TEMPLATE = """<!doctype html>
 LABELS = {1: "Not at all", 2: "A little", 3: "Quite a bit", 4: "Very much", 5: "Does not apply"}
 
 
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Switch a new database to WAL. Both workers open it at once on their first request, and
+    the switch answers "database is locked" at once rather than waiting out the busy timeout,
+    so the loser tries again until the other worker's switch is done."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _connection() -> sqlite3.Connection:
     """One connection per worker process, opened on first use (after gunicorn's fork)."""
     connection: sqlite3.Connection | None = getattr(_connection, "open", None)
     if connection is None:
         connection = sqlite3.connect(os.environ.get("CEILING_DATABASE", "ceiling.sqlite3"), isolation_level=None)
         connection.execute("PRAGMA busy_timeout = 15000")
-        connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection)
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS saves (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
