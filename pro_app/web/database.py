@@ -140,9 +140,12 @@ class Database:
         On SQLite the new transaction takes the write lock at once (``BEGIN IMMEDIATE``). Objects
         read before stay loaded and may be stale by now: what a write depends on is read again
         inside it (the services lock and re-read the rows they change). Calling it again while
-        writing changes nothing.
+        writing changes nothing. On PostgreSQL, which locks rows rather than the database, the
+        reading transaction simply goes on writing (no COMMIT and BEGIN round trips).
         """
         session = self.session
+        if not self.state().locks_to_write:
+            return session
         if session.in_transaction():
             if session.connection().get_execution_options().get(WRITE_OPTION, False):
                 return session
@@ -172,6 +175,8 @@ class _AppDatabase:
         #: PostgreSQL: reads_only pages run without a transaction. (SQLite's BEGIN costs no
         #: round trip, and keeps the page's reads on one snapshot.)
         self.autocommit_reads = engine.dialect.name == "postgresql"
+        #: SQLite: a writing transaction takes the database's write lock up front.
+        self.locks_to_write = engine.dialect.name == "sqlite"
 
     def use_session_factory(self, factory: Any) -> None:
         """Serve every session from ``factory`` (tests bind it to a rolled-back transaction)."""
