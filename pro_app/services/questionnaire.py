@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Column, Row, Table, TextClause, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -213,7 +213,23 @@ _FIND_RECEIPT = select(
 _STORED_ANSWER = select(_ANSWER_TABLE.c.id, _ANSWER_TABLE.c.value).where(
     _ANSWER_TABLE.c.assessment_id == bindparam("assessment_id"), _ANSWER_TABLE.c.item_id == bindparam("item_id")
 )
-_ADD_RECEIPT = insert(_RECEIPTS)
+def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key`` of every column of ``table``.
+
+    Written as text because it is the same SQL on SQLite (3.35 and later) and PostgreSQL, and
+    because SQLAlchemy does not cache the compiled form of its dialects' ``ON CONFLICT``
+    inserts (it would compile one on every answer save). The columns' types still convert
+    the parameters."""
+    names = [column.name for column in table.columns]
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(f':{name}' for name in names)}) "
+        f"ON CONFLICT ({key.name}) DO NOTHING RETURNING {key.name}"
+    ).bindparams(*(bindparam(column.name, type_=column.type) for column in table.columns))
+
+
+#: The receipt of a request, unless the request id has one: a duplicate is no error, so the
+#: save needs no savepoint.
+_ADD_RECEIPT_ONCE = _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id)
 _ADD_ANSWER = insert(_ANSWER_TABLE)
 _CHANGE_ANSWER = (
     update(_ANSWER_TABLE)
@@ -451,9 +467,10 @@ def record_answer(
     ``receipt_looked_up``: the caller has just found no receipt for the id (with
     :func:`replayed_answer`), so it is not looked up again before writing.
 
-    Two copies of one request racing in two transactions: the second one's receipt insert
-    hits the primary key, its savepoint is rolled back (undoing its answer write and audit
-    event) and the first one's receipt is returned, so exactly one write is kept.
+    Two copies of one request racing in two transactions: the receipt is inserted first, with
+    ``ON CONFLICT DO NOTHING``; the second copy's insert meets the first one's primary key
+    (on PostgreSQL it waits for the first transaction to end), writes nothing more, and the
+    first one's receipt is returned, so exactly one write is kept.
 
     The questionnaire is re-read under the lock as values, and written with Core
     statements; a mapped :class:`Assessment` of it in the session is expired when its status
@@ -475,19 +492,16 @@ def record_answer(
         raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
     if not accepts_answers(locked, now, grace):
         raise Conflict(N_("This questionnaire is closed; answers can no longer be saved."))
-    try:
-        with session.begin_nested():
-            return _write_answer(
-                session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now,
-                request_id=request_id,
-            )
-    except IntegrityError:
-        stored = find_receipt(session, request_id)
-        if stored is None:  # some other constraint: a real error
-            raise
-        return _answer_from_receipt(
-            stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
-        )
+    saved = _write_answer(
+        session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now, request_id=request_id,
+    )
+    if saved is not None:
+        return saved
+    stored = find_receipt(session, request_id)  # committed by the other copy of this request
+    assert stored is not None, "a receipt insert conflicted with no receipt"
+    return _answer_from_receipt(
+        stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
+    )
 
 
 def _write_answer(
@@ -500,13 +514,14 @@ def _write_answer(
     actor: str,
     now: datetime,
     request_id: str,
-) -> SavedAnswer:
-    """The writes of one answer save; ``assessment`` is the questionnaire's row read under the lock."""
+) -> SavedAnswer | None:
+    """The writes of one answer save; ``assessment`` is the questionnaire's row read under the
+    lock. None, with nothing written, when the request id has a receipt already."""
     stored = session.connection().execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
     changed = stored is None or stored.value != value
-    # The receipt first: a duplicate request fails here, before it has changed anything.
+    # The receipt first: a duplicate request stops here, before it has changed anything.
     # Writes go through the session, whose audit guard notes the tables they change.
-    session.execute(_ADD_RECEIPT, {
+    added = session.execute(_ADD_RECEIPT_ONCE, {
         "request_id": request_id,
         "kind": ReceiptKind.ANSWER.value,
         "participant_id": assessment.participant_id,
@@ -515,7 +530,9 @@ def _write_answer(
         "value": value,
         "outcome": (ReceiptOutcome.SAVED if changed else ReceiptOutcome.UNCHANGED).value,
         "recorded_at": now,
-    })
+    }).first()
+    if added is None:
+        return None
     if not changed:
         return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
     if stored is None:

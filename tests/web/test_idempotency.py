@@ -683,16 +683,22 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
     race_database_url: str, same_payload: bool
 ) -> None:
     """The first transaction has written but not committed when the second one looks for the
-    request id: the second finds nothing, then hits the primary key once the first commits.
-    Its savepoint is rolled back and the stored receipt decides (PostgreSQL takes exactly that
-    path; SQLite's write lock makes the second wait before it looks, with the same result)."""
+    request id: the second finds nothing, then its receipt insert meets the primary key once
+    the first commits, inserts nothing, and the stored receipt decides (PostgreSQL takes
+    exactly that path; SQLite's write lock makes the second wait before it looks, with the
+    same result)."""
     first_patient = _committed_patient(race_database_url, f"R-1{int(same_payload)}")
     second_patient = first_patient if same_payload else _committed_patient(race_database_url, f"R-2{int(same_payload)}")
     key = _key()
     engine = make_engine(race_database_url)
-    errors_seen: list[str] = []
+    receipt_inserts: list[int] = []  # rows each receipt insert of the second transaction wrote
     second_engine = make_engine(race_database_url)
-    event.listen(second_engine, "handle_error", lambda context: errors_seen.append(type(context.original_exception).__name__))
+
+    def after(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO REQUEST_RECEIPTS"):
+            receipt_inserts.append(cursor.rowcount)
+
+    event.listen(second_engine, "after_cursor_execute", after)
     outcome: list[Any] = []
     try:
         with make_session_factory(writer_engine(engine))() as first:
@@ -725,7 +731,7 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
     else:
         assert isinstance(outcome[0], ReusedRequestId) and isinstance(outcome[0], Conflict)
     if make_url(race_database_url).get_backend_name() == "postgresql":
-        assert "UniqueViolation" in errors_seen, "the primary key decided, not a lookup"
+        assert receipt_inserts == [0], "the primary key decided, not a lookup"
     with _check_session(race_database_url) as session:
         assert _count(session, RequestReceipt, RequestReceipt.request_id == key) == 1
         for patient in {first_patient.assessment_id, second_patient.assessment_id}:
