@@ -741,6 +741,46 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
 
 
 
+def test_two_first_answers_at_once_start_the_questionnaire_once(race_database_url: str) -> None:
+    """A phone's first two background saves leave at the same moment (two questions answered
+    quickly, or two tabs): the questionnaire is started once, both answers are kept."""
+    app = create_app(app_config(DATABASE_URL=race_database_url))
+    engine = make_engine(race_database_url)
+    with make_session_factory(writer_engine(engine))() as session:
+        patient = _new_patient(session, "RACE-1", "R-first")
+        assessment_id = patient.assessment.id
+        token = patient.token
+        session.commit()
+    engine.dispose()
+    first = app.test_client()
+    assert first.get(f"/p/{token}").status_code == 303
+    second = app.test_client()
+    cookie = first.get_cookie("session", domain="localhost")
+    assert cookie is not None
+    second.set_cookie("session", cookie.value, domain="localhost")
+    barrier = threading.Barrier(2)
+    statuses: list[int] = [0, 0]
+
+    def save(index: int, client: FlaskClient) -> None:
+        barrier.wait()
+        statuses[index] = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{index + 1}", "value": 3},
+                                      headers={"Idempotency-Key": _key()}).status_code
+
+    threads = [threading.Thread(target=save, args=(i, c)) for i, c in enumerate((first, second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    app.extensions["pro_db"].engine.dispose()
+    assert statuses == [200, 200]
+    with _check_session(race_database_url) as session:
+        assert _count(session, Answer, Answer.assessment_id == assessment_id) == 2
+        assert _count(session, AuditEvent, AuditEvent.action == "assessment.start",
+                      AuditEvent.entity_id == str(assessment_id)) == 1
+        stored = session.get(Assessment, assessment_id)
+        assert stored is not None and stored.status == "in_progress" and stored.started_at is not None
+
+
 def test_double_taps_through_the_web_save_and_submit_once(race_database_url: str) -> None:
     """Two copies of each post leave at the same moment from one phone (same cookie, same
     form): both get the same redirect, the database one write each."""

@@ -31,6 +31,7 @@ from pro_app.services.questionnaire import (
     OpenAssessment,
     answer_value,
     answers_of,
+    lock_assessment,
     new_request_id,
     next_assessment,
     record_answer,
@@ -245,8 +246,10 @@ def save_answer() -> JsonResult:
         return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
     instrument, text = pages.wording_for(context, assessment)
     db = database.begin_writing()
-    if assessment.status != AssessmentStatus.IN_PROGRESS.value:  # the first answer starts the questionnaire
-        start_assessment(db, db.get_one(Assessment, assessment.id), mode=context.mode, text=text, actor=context.actor,
+    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+        # The first answer starts the questionnaire. Locked and read again: two first answers
+        # sent at once start it once (the second finds it started).
+        start_assessment(db, lock_assessment(db, assessment.id), mode=context.mode, text=text, actor=context.actor,
                          now=now)
     try:
         saved = record_answer(
