@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Column, Row, Table, TextClause, bindparam, insert, select, text, update
+from sqlalchemy import Column, ColumnElement, Row, Table, TextClause, and_, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -114,14 +114,27 @@ _ANSWERABLE_NOW = (
     )
     .order_by(Assessment.window_opens_at, Assessment.id)
 )
-_ANSWERABLE_NOW_VALUES = (
-    select(*_OPEN_VALUES)
-    .where(
-        _ASSESSMENT_TABLE.c.participant_id == bindparam("participant_id"),
+
+
+def answerable_now(participant_id: ColumnElement[int]) -> ColumnElement[bool]:
+    """The assessments of ``participant_id`` that may take answers now, as SQL (parameters
+    ``now`` and ``closed_after``, which is ``now`` minus the grace period): the rows to choose
+    from with :func:`choose_open_assessment`. Columns: :data:`OPEN_ASSESSMENT_COLUMNS` of
+    :data:`ASSESSMENTS`."""
+    return and_(
+        _ASSESSMENT_TABLE.c.participant_id == participant_id,
         _ASSESSMENT_TABLE.c.status.in_(ANSWERABLE),
         _ASSESSMENT_TABLE.c.window_opens_at <= bindparam("now"),
         _ASSESSMENT_TABLE.c.window_closes_at > bindparam("closed_after"),
     )
+
+
+ASSESSMENTS = _ASSESSMENT_TABLE
+#: The columns an :class:`OpenAssessment` is made of, in its fields' order.
+OPEN_ASSESSMENT_COLUMNS = _OPEN_VALUES
+_ANSWERABLE_NOW_VALUES = (
+    select(*_OPEN_VALUES)
+    .where(answerable_now(bindparam("participant_id")))
     .order_by(_ASSESSMENT_TABLE.c.window_opens_at, _ASSESSMENT_TABLE.c.id)
 )
 _ASSESSMENT_VALUES = select(*_OPEN_VALUES).where(_ASSESSMENT_TABLE.c.id == bindparam("id"))
@@ -160,8 +173,17 @@ def current_open_assessment(
     rows = session.connection().execute(
         _ANSWERABLE_NOW_VALUES, {"participant_id": participant.id, "now": now, "closed_after": now - grace}
     ).all()
-    chosen = _preferred(rows, now, grace)
-    return None if chosen is None else OpenAssessment(*chosen)
+    return choose_open_assessment(participant, rows, now=now, grace=grace)
+
+
+def choose_open_assessment(
+    participant: ParticipantRef, candidates: Sequence[Sequence[Any]], *, now: datetime, grace: timedelta
+) -> OpenAssessment | None:
+    """The assessment to answer now among ``candidates``: rows of :data:`OPEN_ASSESSMENT_COLUMNS`
+    selected by :func:`answerable_now`, in window order (another statement may read them)."""
+    if participant.status != ParticipantStatus.ACTIVE.value:
+        return None
+    return _preferred([OpenAssessment(*row) for row in candidates], now, grace)
 
 
 def open_assessment(session: Session, assessment_id: int) -> OpenAssessment | None:

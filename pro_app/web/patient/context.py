@@ -27,8 +27,12 @@ from pro_app.db.types import utcnow
 from pro_app.extensions import database
 from pro_app.services.access import link_is_usable
 from pro_app.services.questionnaire import (
+    ASSESSMENTS,
+    OPEN_ASSESSMENT_COLUMNS,
     OpenAssessment,
     accepts_answers,
+    answerable_now,
+    choose_open_assessment,
     current_assessment,
     current_open_assessment,
     new_request_id,
@@ -65,6 +69,8 @@ class PatientContext:
     mode: AssessmentMode
     #: In tablet mode, the only assessment this browser may answer.
     assessment_id: int | None = None
+    #: The questionnaire open at the sign-in's instant, read with the sign-in (link sign-ins).
+    open_at_sign_in: tuple[datetime, OpenAssessment | None] | None = None
 
     @property
     def actor(self) -> str:
@@ -147,9 +153,9 @@ def drop_pending_answer() -> None:
         session.pop(PENDING_KEY)
 
 
-# Every patient request starts here: the link's validity, its participant and their study's
-# language in one Core statement, built once. The tablet sign-in reads the same columns by
-# participant.
+# Every patient request starts here: the link's validity, its participant, their study's
+# language and the questionnaires they may answer now, in one Core statement built once (one
+# row per questionnaire, or one with none). The tablet sign-in reads the participant's columns.
 _LINK = table_of(AccessLink)
 _PARTICIPANT = table_of(Participant)
 _STUDY = table_of(Study)
@@ -158,11 +164,15 @@ _PARTICIPANT_COLUMNS = (
     _STUDY.c.default_locale,
 )
 _SIGNED_IN_LINK = (
-    select(_LINK.c.expires_at, _LINK.c.revoked_at, *_PARTICIPANT_COLUMNS)
+    select(_LINK.c.expires_at, _LINK.c.revoked_at, *_PARTICIPANT_COLUMNS, *OPEN_ASSESSMENT_COLUMNS)
     .join_from(_LINK, _PARTICIPANT, _LINK.c.participant_id == _PARTICIPANT.c.id)
     .join(_STUDY, _PARTICIPANT.c.study_id == _STUDY.c.id)
+    .outerjoin(ASSESSMENTS, answerable_now(_PARTICIPANT.c.id))
     .where(_LINK.c.id == bindparam("link_id"))
+    .order_by(ASSESSMENTS.c.window_opens_at, ASSESSMENTS.c.id)
 )
+#: Where the questionnaire's columns start in a row of ``_SIGNED_IN_LINK``.
+_OPEN_FROM = 2 + len(_PARTICIPANT_COLUMNS)
 _SIGNED_IN_PARTICIPANT = (
     select(*_PARTICIPANT_COLUMNS)
     .join_from(_PARTICIPANT, _STUDY, _PARTICIPANT.c.study_id == _STUDY.c.id)
@@ -182,9 +192,15 @@ def load_patient(now: datetime) -> PatientContext | None:
     connection = database.session.connection()
     context: PatientContext | None = None
     if "link" in data:
-        row = connection.execute(_SIGNED_IN_LINK, {"link_id": data["link"]}).first()
-        if row is not None and link_is_usable(row, now):
-            context = PatientContext(_participant_of(row), AssessmentMode.SELF)
+        grace = grace_period()
+        rows = connection.execute(
+            _SIGNED_IN_LINK, {"link_id": data["link"], "now": now, "closed_after": now - grace}
+        ).all()
+        if rows and link_is_usable(rows[0], now):
+            participant = _participant_of(rows[0])
+            candidates = [row[_OPEN_FROM:] for row in rows if row[_OPEN_FROM] is not None]
+            chosen = choose_open_assessment(participant, candidates, now=now, grace=grace)
+            context = PatientContext(participant, AssessmentMode.SELF, open_at_sign_in=(now, chosen))
     elif "participant" in data:
         row = connection.execute(_SIGNED_IN_PARTICIPANT, {"participant_id": data["participant"]}).first()
         if row is not None:
@@ -209,7 +225,10 @@ def assessment_for(context: PatientContext, now: datetime) -> Assessment | None:
 
 
 def open_assessment_for(context: PatientContext, now: datetime) -> OpenAssessment | None:
-    """:func:`assessment_for` read as values, for pages that only show the questionnaire."""
+    """:func:`assessment_for` read as values, for pages that only show the questionnaire (or
+    save an answer). Taken from the sign-in's statement when it was read at ``now``."""
+    if context.open_at_sign_in is not None and context.open_at_sign_in[0] == now:
+        return context.open_at_sign_in[1]
     if context.assessment_id is not None:
         assessment = open_assessment(database.session, context.assessment_id)
         if assessment is None or assessment.participant_id != context.participant.id:
