@@ -33,6 +33,7 @@ from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.services.access import revoke_links
 from pro_app.services.questionnaire import (
+    OpenAssessment,
     ReusedRequestId,
     SavedAnswer,
     Submission,
@@ -40,6 +41,7 @@ from pro_app.services.questionnaire import (
     start_assessment,
     submit_assessment,
 )
+from pro_app.web.patient import views
 from tests.conftest import app_config
 from tests.factories import enrol, link_for, make_study
 
@@ -739,6 +741,34 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
             assert _count(session, Answer, Answer.assessment_id == patient) == expected
             assert _count(session, AuditEvent, AuditEvent.action == "answer.save", AuditEvent.entity_id == str(patient)) == expected
 
+
+
+def test_a_first_answer_for_a_questionnaire_submitted_meanwhile_leaves_it_submitted(
+    client: FlaskClient, db_session: Session, patient: Patient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save read the questionnaire as not started; before it locked it, another device
+    started, answered and submitted it. The answer is refused and the submission stands."""
+    assert client.get(f"/p/{patient.token}").status_code == 303
+    baseline = patient.assessment
+    seen_before = OpenAssessment(baseline.id, baseline.participant_id, baseline.status, baseline.instrument_code,
+                                 baseline.instrument_version, baseline.window_opens_at, baseline.window_closes_at)
+    assert seen_before.status != "in_progress"
+    actor = f"participant:{patient.participant.id}"
+    start_assessment(db_session, patient.assessment, mode=AssessmentMode.SELF, text=EN, actor=actor)
+    for item in QLQ.items:
+        record_answer(db_session, patient.assessment, QLQ, item_id=item.id, value=1, locale="en", actor=actor,
+                      grace=GRACE)
+    submit_assessment(db_session, patient.assessment, QLQ, submission_key=_key(), actor=actor, grace=GRACE)
+    db_session.commit()
+    monkeypatch.setattr(views, "open_assessment_for", lambda context, now: seen_before)
+    response = client.post("/q/answer", json={"assessment": patient.assessment.id, "item": "q1", "value": 4},
+                           headers={"Idempotency-Key": _key()})
+    assert response.status_code == 409 and response.get_json()["code"] == "conflict"
+    db_session.expire_all()
+    assert db_session.get(Assessment, patient.assessment.id).status == "completed"  # type: ignore[union-attr]
+    assert _answers(db_session, patient.assessment)["q1"] == 1
+    assert _count(db_session, AuditEvent, AuditEvent.action == "assessment.start",
+                  AuditEvent.entity_id == str(patient.assessment.id)) == 1
 
 
 def test_two_first_answers_at_once_start_the_questionnaire_once(race_database_url: str) -> None:
