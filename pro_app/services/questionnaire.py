@@ -235,6 +235,8 @@ _FIND_RECEIPT = select(
 _STORED_ANSWER = select(_ANSWER_TABLE.c.id, _ANSWER_TABLE.c.value).where(
     _ANSWER_TABLE.c.assessment_id == bindparam("assessment_id"), _ANSWER_TABLE.c.item_id == bindparam("item_id")
 )
+
+
 def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
     """``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key`` of every column of ``table``.
 

@@ -34,7 +34,6 @@ from pro_app.web.patient import pages
 from pro_app.web.patient.context import (
     assessment_for,
     drop_pending_answer,
-    instrument_and_text,
     keep_pending_answer,
     load_patient,
     pending_answer,

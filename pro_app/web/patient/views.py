@@ -19,7 +19,6 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
-from pro_app.db.models import Assessment
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import Conflict, DomainError
 from pro_app.domain.instruments import Instrument, InstrumentText, Item
@@ -49,7 +48,6 @@ from pro_app.web.patient.context import (
     assessment_for,
     drop_pending_answer,
     grace_period,
-    instrument_and_text,
     load_patient,
     open_assessment_for,
     pending_answer,
