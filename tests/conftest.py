@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from pro_app import create_app
@@ -29,6 +31,25 @@ BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 #: audited data without an audit event. ``db_session`` is the tests' own direct database
 #: access (setting up and time-travelling rows) and is not guarded.
 AUDIT_GUARD = session_info("raise")
+
+
+@contextmanager
+def scratch_postgres(suffix: str) -> Iterator[str]:
+    """``<test database>_<suffix>``, created empty beside the test database and dropped at the
+    end: for tests whose data must really be committed (or dumped and restored)."""
+    assert POSTGRES_URL is not None
+    parsed = make_url(POSTGRES_URL)
+    name = f"{parsed.database}_{suffix}"
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield parsed.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def reset_postgres(url: str) -> None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pro_app.db.models import Arm, Participant, Site, Study
+from pro_app.db.engine import make_engine, make_session_factory, writer_engine
+from pro_app.db.models import Arm, Assessment, Participant, Site, Study
+from pro_app.domain.instruments import default_registry
+from pro_app.domain.states import AssessmentMode
 from pro_app.services.access import IssuedLink, issue_link
 from pro_app.services.participants import enrol_participant
+from pro_app.services.questionnaire import start_assessment
 from pro_app.services.schedules import load_builtin_template
 
 
@@ -69,3 +74,23 @@ def make_staff(session: Session, role: str, sites: list[Site] | None = None, ema
 
 def sign_in(client, email: str, password: str = STAFF_PASSWORD):  # type: ignore[no-untyped-def]
     return client.post("/staff/login", data={"email": email, "password": password})
+
+
+def committed_started_patient(url: str, study_code: str, subject_code: str) -> tuple[str, int]:
+    """In the database at ``url``, committed: a new study with one patient whose baseline
+    questionnaire is started. Returns their link token and the questionnaire's id."""
+    engine = make_engine(url)
+    try:
+        with make_session_factory(writer_engine(engine))() as session:
+            participant = enrol(session, make_study(session, study_code), subject_code)
+            issued = link_for(session, participant)
+            assessment = session.scalars(
+                select(Assessment).where(Assessment.participant_id == participant.id,
+                                         Assessment.timepoint_code == "baseline")
+            ).one()
+            start_assessment(session, assessment, mode=AssessmentMode.SELF,
+                             text=default_registry().text("qlq_c30", "en"), actor="test")
+            session.commit()
+            return issued.token, assessment.id
+    finally:
+        engine.dispose()

@@ -41,7 +41,7 @@ from pro_app.domain.states import AssessmentMode
 from pro_app.services.audit import verify_chain
 from pro_app.services.backup import BackupError, BackupRefused, backup_sqlite
 from pro_app.services.questionnaire import record_answer, start_assessment, submit_assessment
-from tests.conftest import POSTGRES_URL, app_config
+from tests.conftest import POSTGRES_URL, app_config, scratch_postgres
 from tests.factories import enrol, link_for, make_study
 
 INSTRUMENT = default_registry().get("qlq_c30", "3.0")
@@ -405,18 +405,8 @@ def postgres_backup_database() -> Iterator[str]:
     missing = [tool for tool in ("pg_dump", "pg_restore") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"PostgreSQL client tools not installed: {', '.join(missing)}")
-    parsed = make_url(POSTGRES_URL)
-    name = f"{parsed.database}_backup"
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield parsed.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres("backup") as url:
+        yield url
 
 
 def test_postgresql_pg_dump_while_writing_then_pg_restore(

@@ -21,12 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import update
 
 from pro_app.db.engine import make_engine
 from pro_app.db.models import Answer
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, scratch_postgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -98,18 +97,8 @@ def load_database() -> Iterator[str]:
     """``<test database>_load``: created here, emptied and migrated by the script, dropped after."""
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
-    parsed = make_url(POSTGRES_URL)
-    name = f"{parsed.database}_load"
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield parsed.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres("load") as url:
+        yield url
 
 
 def test_postgresql_normal_run(load_database: str) -> None:

@@ -15,22 +15,16 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, event, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, select, update
 
 from pro_app import create_app
-from pro_app.db.engine import make_engine, make_session_factory, writer_engine
+from pro_app.db.engine import make_engine
 from pro_app.db.migrate import upgrade
-from pro_app.db.models import Assessment, Participant
-from pro_app.domain.instruments import default_registry
-from pro_app.domain.states import AssessmentMode
+from pro_app.db.models import Participant
 from pro_app.extensions import database
-from pro_app.services.questionnaire import start_assessment
 from pro_app.web.database import ReadOnlyRequest, reads_only
-from tests.conftest import BACKENDS, POSTGRES_URL, app_config
-from tests.factories import enrol, link_for, make_study
-
-EN = default_registry().text("qlq_c30", "en")
+from tests.conftest import BACKENDS, app_config, scratch_postgres
+from tests.factories import committed_started_patient
 
 
 @pytest.fixture(params=BACKENDS)
@@ -41,40 +35,15 @@ def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         upgrade(url)
         yield url
         return
-    assert POSTGRES_URL is not None
-    parsed = make_url(POSTGRES_URL)
-    name = f"{parsed.database}_readonly"
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        url = parsed.set(database=name).render_as_string(hide_password=False)
+    with scratch_postgres("readonly") as url:
         upgrade(url)
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
 def started(own_database: str) -> tuple[str, int]:
     """A patient's link token and their started baseline questionnaire, committed."""
-    engine = make_engine(own_database)
-    try:
-        with make_session_factory(writer_engine(engine))() as session:
-            participant = enrol(session, make_study(session, "READ-1"), "R-001")
-            issued = link_for(session, participant)
-            assessment = session.scalars(
-                select(Assessment).where(Assessment.participant_id == participant.id,
-                                         Assessment.timepoint_code == "baseline")
-            ).one()
-            start_assessment(session, assessment, mode=AssessmentMode.SELF, text=EN, actor="test")
-            session.commit()
-            return issued.token, assessment.id
-    finally:
-        engine.dispose()
+    return committed_started_patient(own_database, "READ-1", "R-001")
 
 
 @pytest.fixture

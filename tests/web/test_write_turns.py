@@ -19,16 +19,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, text
 
 from pro_app import create_app
-from pro_app.db.engine import make_engine, make_session_factory, writer_engine
+from pro_app.db.engine import make_engine, writer_engine
 from pro_app.db.migrate import upgrade
-from pro_app.db.models import Answer, Assessment
-from pro_app.domain.instruments import default_registry
-from pro_app.domain.states import AssessmentMode
-from pro_app.services.questionnaire import start_assessment
+from pro_app.db.models import Answer
 from tests.conftest import app_config
-from tests.factories import enrol, link_for, make_study
-
-EN = default_registry().text("qlq_c30", "en")
+from tests.factories import committed_started_patient
 
 
 @pytest.fixture
@@ -41,20 +36,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def started(sqlite_url: str) -> tuple[str, int]:
     """A patient's link token and their started baseline questionnaire, committed."""
-    engine = make_engine(sqlite_url)
-    try:
-        with make_session_factory(writer_engine(engine))() as session:
-            participant = enrol(session, make_study(session, "TURNS-1"), "T-001")
-            issued = link_for(session, participant)
-            assessment = session.scalars(
-                select(Assessment).where(Assessment.participant_id == participant.id,
-                                         Assessment.timepoint_code == "baseline")
-            ).one()
-            start_assessment(session, assessment, mode=AssessmentMode.SELF, text=EN, actor="test")
-            session.commit()
-            return issued.token, assessment.id
-    finally:
-        engine.dispose()
+    return committed_started_patient(sqlite_url, "TURNS-1", "T-001")
 
 
 @pytest.fixture
