@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -771,16 +771,40 @@ def test_a_first_answer_for_a_questionnaire_submitted_meanwhile_leaves_it_submit
                   AuditEvent.entity_id == str(patient.assessment.id)) == 1
 
 
-def test_two_first_answers_at_once_start_the_questionnaire_once(race_database_url: str) -> None:
-    """A phone's first two background saves leave at the same moment (two questions answered
-    quickly, or two tabs): the questionnaire is started once, both answers are kept."""
+@dataclass
+class TwoTabs:
+    """One phone's sign-in, shared by two test clients that send requests at the same moment."""
+
+    app: Flask
+    first: FlaskClient
+    second: FlaskClient
+    assessment_id: int
+
+    def at_once(self, send: Callable[[FlaskClient, int], Any]) -> list[Any]:
+        """``send(client, index)`` from both tabs in two threads released together."""
+        barrier = threading.Barrier(2)
+        results: list[Any] = [None, None]
+
+        def run(index: int, client: FlaskClient) -> None:
+            barrier.wait()
+            results[index] = send(client, index)
+
+        threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate((self.first, self.second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return results
+
+
+@pytest.fixture
+def two_tabs(race_database_url: str) -> Iterator[TwoTabs]:
     app = create_app(app_config(DATABASE_URL=race_database_url))
     engine = make_engine(race_database_url)
     with make_session_factory(writer_engine(engine))() as session:
-        patient = _new_patient(session, "RACE-1", "R-first")
+        patient = _new_patient(session, "RACE-1", f"R-{uuid.uuid4().hex[:8]}")
         assessment_id = patient.assessment.id
         token = patient.token
-        session.commit()
     engine.dispose()
     first = app.test_client()
     assert first.get(f"/p/{token}").status_code == 303
@@ -788,20 +812,17 @@ def test_two_first_answers_at_once_start_the_questionnaire_once(race_database_ur
     cookie = first.get_cookie("session", domain="localhost")
     assert cookie is not None
     second.set_cookie("session", cookie.value, domain="localhost")
-    barrier = threading.Barrier(2)
-    statuses: list[int] = [0, 0]
-
-    def save(index: int, client: FlaskClient) -> None:
-        barrier.wait()
-        statuses[index] = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{index + 1}", "value": 3},
-                                      headers={"Idempotency-Key": _key()}).status_code
-
-    threads = [threading.Thread(target=save, args=(i, c)) for i, c in enumerate((first, second))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    yield TwoTabs(app, first, second, assessment_id)
     app.extensions["pro_db"].engine.dispose()
+
+
+def test_two_first_answers_at_once_start_the_questionnaire_once(race_database_url: str, two_tabs: TwoTabs) -> None:
+    """A phone's first two background saves leave at the same moment (two questions answered
+    quickly, or two tabs): the questionnaire is started once, both answers are kept."""
+    assessment_id = two_tabs.assessment_id
+    statuses = two_tabs.at_once(lambda client, index: client.post(
+        "/q/answer", json={"assessment": assessment_id, "item": f"q{index + 1}", "value": 3},
+        headers={"Idempotency-Key": _key()}).status_code)
     assert statuses == [200, 200]
     with _check_session(race_database_url) as session:
         assert _count(session, Answer, Answer.assessment_id == assessment_id) == 2
@@ -811,38 +832,14 @@ def test_two_first_answers_at_once_start_the_questionnaire_once(race_database_ur
         assert stored is not None and stored.status == "in_progress" and stored.started_at is not None
 
 
-def test_double_taps_through_the_web_save_and_submit_once(race_database_url: str) -> None:
+def test_double_taps_through_the_web_save_and_submit_once(race_database_url: str, two_tabs: TwoTabs) -> None:
     """Two copies of each post leave at the same moment from one phone (same cookie, same
     form): both get the same redirect, the database one write each."""
-    app = create_app(app_config(DATABASE_URL=race_database_url))
-    engine = make_engine(race_database_url)
-    with make_session_factory(writer_engine(engine))() as session:
-        patient = _new_patient(session, "RACE-1", "R-web")
-        assessment_id = patient.assessment.id
-        token = patient.token
-    engine.dispose()
-    first = app.test_client()
-    assert first.get(f"/p/{token}").status_code == 303
+    first, assessment_id = two_tabs.first, two_tabs.assessment_id
     assert first.post("/q/start", data={"assessment": assessment_id}).status_code == 303
-    second = app.test_client()
-    cookie = first.get_cookie("session", domain="localhost")
-    assert cookie is not None
-    second.set_cookie("session", cookie.value, domain="localhost")
 
     def together(path: str, data: dict[str, object]) -> list[Any]:
-        barrier = threading.Barrier(2)
-        responses: list[Any] = [None, None]
-
-        def post(index: int, client: FlaskClient) -> None:
-            barrier.wait()
-            responses[index] = client.post(path, data=data)
-
-        threads = [threading.Thread(target=post, args=(i, c)) for i, c in enumerate((first, second))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        return responses
+        return two_tabs.at_once(lambda client, _index: client.post(path, data=data))
 
     for number in range(1, 6):
         page = first.get(f"/q/{number}").get_data(as_text=True)
@@ -860,4 +857,3 @@ def test_double_taps_through_the_web_save_and_submit_once(race_database_url: str
                       AuditEvent.entity_id == str(assessment_id)) == 1
         assert _count(session, ScaleScore, ScaleScore.assessment_id == assessment_id) == len(QLQ.score_codes)
         assert _count(session, RequestReceipt, RequestReceipt.assessment_id == assessment_id) == 6
-    app.extensions["pro_db"].engine.dispose()
