@@ -279,9 +279,17 @@ def start_assessment(
     actor: str,
     now: datetime | None = None,
 ) -> Assessment:
-    """Mark the assessment in progress and record how and in which wording it is given."""
+    """Mark the assessment in progress and record how and in which wording it is given.
+
+    The assessment is locked and read again first (``assessment`` is refreshed): one started
+    in the meantime is left as it is, and one submitted in the meantime is never set back to
+    in progress (it is returned unchanged; the patient's pages then find it closed). Whether a
+    questionnaire may still be answered is the caller's to check (the demo study starts past
+    ones to fill in their history).
+    """
     now = now or utcnow()
-    if assessment.status == AssessmentStatus.IN_PROGRESS.value:
+    assessment = lock_assessment(session, assessment.id)
+    if assessment.status in (AssessmentStatus.IN_PROGRESS.value, AssessmentStatus.COMPLETED.value):
         return assessment
     assessment.status = AssessmentStatus.IN_PROGRESS.value
     assessment.started_at = now

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,8 @@ from pro_app import create_app
 from pro_app.db.engine import make_engine, make_session_factory, writer_engine
 from pro_app.db.migrate import upgrade
 from pro_app.db.models import Answer, Assessment, AuditEvent, Participant, RequestReceipt, ScaleScore, Study
+from pro_app.db.models.base import table_of
+from pro_app.db.types import utcnow
 from pro_app.domain.errors import Conflict
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
@@ -741,6 +743,24 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
             assert _count(session, Answer, Answer.assessment_id == patient) == expected
             assert _count(session, AuditEvent, AuditEvent.action == "answer.save", AuditEvent.entity_id == str(patient)) == expected
 
+
+
+def test_starting_a_questionnaire_submitted_meanwhile_leaves_it_submitted(
+    db_session: Session, patient: Patient
+) -> None:
+    """The start page or the nurse's tablet read the questionnaire as open; another device
+    submitted it before they started it. Starting it reads it again and changes nothing."""
+    stale = patient.assessment
+    assert stale.status != "completed"
+    db_session.execute(  # behind the session's back, as another process's commit would be
+        update(table_of(Assessment)).where(table_of(Assessment).c.id == stale.id)
+        .values(status="completed", submitted_at=utcnow())
+    )
+    assert stale.status != "completed"  # the object in hand is out of date
+    started = start_assessment(db_session, stale, mode=AssessmentMode.TABLET, text=EN, actor="staff:1")
+    assert started is stale and stale.status == "completed" and stale.mode != "tablet"
+    assert _count(db_session, AuditEvent, AuditEvent.action == "assessment.start",
+                  AuditEvent.entity_id == str(stale.id)) == 0
 
 
 def test_a_first_answer_for_a_questionnaire_submitted_meanwhile_leaves_it_submitted(
