@@ -28,7 +28,6 @@ from pro_app.web.database import reads_first, reads_only
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
     OpenAssessment,
-    accepts_answers,
     answer_value,
     answers_of,
     lock_assessment,
@@ -246,12 +245,11 @@ def save_answer() -> JsonResult:
     instrument, text = pages.wording_for(context, assessment)
     db = database.begin_writing()
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
-        # The first answer starts the questionnaire. Locked and read again: two first answers
-        # sent at once start it once (the second finds it started), and one that was submitted
-        # or closed in the meantime is left as it is (the save below refuses the answer).
-        locked = lock_assessment(db, assessment.id)
-        if locked.status != AssessmentStatus.IN_PROGRESS.value and accepts_answers(locked, now, grace_period()):
-            start_assessment(db, locked, mode=context.mode, text=text, actor=context.actor, now=now)
+        # The first answer starts the questionnaire. start_assessment reads it again under the
+        # lock: started or submitted in the meantime, it is left as it is; closed, the save
+        # below refuses the answer and the start is rolled back with it.
+        start_assessment(db, lock_assessment(db, assessment.id), mode=context.mode, text=text, actor=context.actor,
+                         now=now)
     try:
         saved = record_answer(
             db, assessment, instrument, item_id=form.item, value=form.value,
