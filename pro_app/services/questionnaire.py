@@ -83,6 +83,9 @@ class OpenAssessment:
     instrument_version: str
     window_opens_at: datetime
     window_closes_at: datetime
+    #: The wording the questionnaire was started with (None until it is started).
+    locale: str | None = None
+    text_checksum: str | None = None
 
 
 _WindowT = TypeVar("_WindowT", bound=AssessmentWindow)
@@ -103,6 +106,7 @@ _OPEN_VALUES = (
     _ASSESSMENT_TABLE.c.id, _ASSESSMENT_TABLE.c.participant_id, _ASSESSMENT_TABLE.c.status,
     _ASSESSMENT_TABLE.c.instrument_code, _ASSESSMENT_TABLE.c.instrument_version,
     _ASSESSMENT_TABLE.c.window_opens_at, _ASSESSMENT_TABLE.c.window_closes_at,
+    _ASSESSMENT_TABLE.c.locale, _ASSESSMENT_TABLE.c.text_checksum,
 )
 _ANSWERABLE_NOW = (
     select(Assessment)

@@ -4,7 +4,8 @@ The EORTC owns the official QLQ-C30 wording and its translations; pro-app ships 
 demonstration wording. A site holding a licence loads the official text per locale with
 ``pro-app instruments load-text``: it is validated against the definition exactly like the
 shipped files, stored with its checksum, audited, and from then on takes precedence over the
-demo wording for that locale.
+demo wording for that locale in every questionnaire started. A questionnaire already started
+keeps the wording it recorded (:func:`text_started_with`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from pro_app.domain.instruments import (
 )
 from pro_app.services.audit import record_event
 
-# Parsed licensed texts by checksum: the content behind a checksum never changes.
+# Wordings by checksum, licensed (parsed from the database) and demo: the content behind a
+# checksum never changes.
 _PARSED: dict[str, InstrumentText] = {}
 
 
@@ -124,9 +126,10 @@ def active_record(session: Session, instrument: Instrument, locale: str) -> Inst
     ).one_or_none()
 
 
-# Asked on every patient page (which wording to show), so built once, as a plain Core
-# statement. Not cached beyond the statement: a text loaded by any process must show on the
-# next page of every process.
+# Asked whenever a questionnaire is started (which wording to show), so built once, as a plain
+# Core statement. Not cached beyond the statement: a text loaded by any process must show on
+# the next questionnaire started in every process. (A started questionnaire's pages show the
+# wording it recorded: text_started_with.)
 _TEXT_RECORDS = table_of(InstrumentTextRecord)
 _ACTIVE_LICENSED = select(_TEXT_RECORDS.c.checksum, _TEXT_RECORDS.c.id).where(
     _TEXT_RECORDS.c.instrument_code == bindparam("code"),
@@ -147,6 +150,41 @@ def _licensed_text(session: Session, instrument: Instrument, locale: str) -> Ins
         record = session.get(InstrumentTextRecord, record_id)
         assert record is not None
         _PARSED[checksum] = load_text(json.loads(record.content), instrument, file_label=f"database text {record_id}")
+    return _PARSED[checksum]
+
+
+_LICENSED_BY_CHECKSUM = select(_TEXT_RECORDS.c.content, _TEXT_RECORDS.c.id).where(
+    _TEXT_RECORDS.c.instrument_code == bindparam("code"),
+    _TEXT_RECORDS.c.instrument_version == bindparam("version"),
+    _TEXT_RECORDS.c.locale == bindparam("locale"),
+    _TEXT_RECORDS.c.checksum == bindparam("checksum"),
+)
+
+
+def text_started_with(session: Session, instrument: Instrument, locale: str, checksum: str) -> InstrumentText | None:
+    """The wording with ``checksum`` (the one a questionnaire recorded when it was started):
+    the demo text of ``locale``, or a licensed text loaded for it, still active or replaced
+    since. None when there is none any more (a release changed the demo wording of ``locale``).
+
+    Found without a statement once this process has seen it."""
+    known = _PARSED.get(checksum)
+    if known is not None:
+        return known
+    try:
+        demo: InstrumentText | None = default_registry().text(instrument.code, locale)
+    except NotRegisteredError:
+        demo = None
+    if demo is not None and demo.checksum == checksum and (demo.instrument, demo.version) == (instrument.code, instrument.version):
+        _PARSED[checksum] = demo
+        return demo
+    row = session.connection().execute(
+        _LICENSED_BY_CHECKSUM,
+        {"code": instrument.code, "version": instrument.version, "locale": locale, "checksum": checksum},
+    ).first()
+    if row is None:
+        return None
+    content, record_id = row
+    _PARSED[checksum] = load_text(json.loads(content), instrument, file_label=f"database text {record_id}")
     return _PARSED[checksum]
 
 

@@ -38,7 +38,7 @@ from pro_app.services.questionnaire import (
     new_request_id,
     open_assessment,
 )
-from pro_app.services.texts import text_for
+from pro_app.services.texts import text_for, text_started_with
 
 SESSION_KEY = "patient"
 #: An answer posted after the sign-in ended, kept until the patient is identified again.
@@ -251,7 +251,14 @@ def instrument_and_text(
     """The instrument of the assessment and its wording in ``locale``, else in the study's
     language ``study_locale``, else in English.
 
-    A site's licensed wording for the locale takes precedence over the demo wording.
+    A site's licensed wording for the locale takes precedence over the demo wording. A
+    questionnaire started in ``locale`` keeps the wording it was started with, even when a
+    licensed text was loaded meanwhile: all its answers were given to the one wording whose
+    checksum it records.
     """
     instrument = default_registry().get(assessment.instrument_code, assessment.instrument_version)
+    if assessment.text_checksum is not None and assessment.locale == locale:
+        started = text_started_with(database.session, instrument, locale, assessment.text_checksum)
+        if started is not None:
+            return instrument, started
     return instrument, text_for(database.session, instrument, (locale, study_locale, "en"))
