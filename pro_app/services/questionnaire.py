@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Column, ColumnElement, Row, Table, TextClause, and_, bindparam, insert, select, text, update
+from sqlalchemy import Column, ColumnElement, Row, Table, TextClause, and_, bindparam, insert, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
 from pro_app.db.models.base import table_of
@@ -99,6 +99,13 @@ def _preferred(candidates: Sequence[_WindowT], now: datetime, grace: timedelta) 
     return preferred[0] if preferred else None
 
 
+def _answerable(status: ColumnElement[str] | InstrumentedAttribute[str]) -> ColumnElement[bool]:
+    """``status IN (...)`` of :data:`ANSWERABLE`, one bound parameter per status. (``in_`` of a
+    list renders an "expanding" parameter, whose statement is rewritten on every execution: on
+    the patient pages that cost more than the query.)"""
+    return status.in_([literal(value) for value in ANSWERABLE])
+
+
 # Read on every patient page: built once (SQLAlchemy caches its compiled form).
 _ASSESSMENT_TABLE = table_of(Assessment)
 _ANSWER_TABLE = table_of(Answer)
@@ -112,7 +119,7 @@ _ANSWERABLE_NOW = (
     select(Assessment)
     .where(
         Assessment.participant_id == bindparam("participant_id"),
-        Assessment.status.in_(ANSWERABLE),
+        _answerable(Assessment.status),
         Assessment.window_opens_at <= bindparam("now"),
         Assessment.window_closes_at > bindparam("closed_after"),
     )
@@ -127,7 +134,7 @@ def answerable_now(participant_id: ColumnElement[int]) -> ColumnElement[bool]:
     :data:`ASSESSMENTS`."""
     return and_(
         _ASSESSMENT_TABLE.c.participant_id == participant_id,
-        _ASSESSMENT_TABLE.c.status.in_(ANSWERABLE),
+        _answerable(_ASSESSMENT_TABLE.c.status),
         _ASSESSMENT_TABLE.c.window_opens_at <= bindparam("now"),
         _ASSESSMENT_TABLE.c.window_closes_at > bindparam("closed_after"),
     )
@@ -204,7 +211,7 @@ def next_assessment(session: Session, participant: ParticipantRef, *, now: datet
         select(Assessment)
         .where(
             Assessment.participant_id == participant.id,
-            Assessment.status.in_(ANSWERABLE),
+            _answerable(Assessment.status),
             Assessment.window_opens_at > now,
         )
         .order_by(Assessment.window_opens_at)
