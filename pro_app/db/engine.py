@@ -24,6 +24,10 @@ except ImportError:  # not POSIX: writers wait in SQLite's busy handler alone
 
 #: Execution option marking connections of transactions that will write (see ``writer_engine``).
 WRITE_OPTION = "pro_app_writes"
+#: Execution option of SQLite connections that only read and need no snapshot across their
+#: statements: no ``BEGIN`` is sent, so each statement runs as its own transaction (as
+#: ``AUTOCOMMIT`` does on PostgreSQL).
+NO_TRANSACTION_OPTION = "pro_app_no_transaction"
 
 
 def writer_engine(engine: Engine) -> Engine:
@@ -90,7 +94,10 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_begin(connection: Any) -> None:
         # A transaction that will write takes the write lock at once: a deferred one that
         # read first could fail with "database is locked" instead of waiting its turn.
-        immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        options = connection.get_execution_options()
+        if options.get(NO_TRANSACTION_OPTION, False):
+            return
+        immediate = options.get(WRITE_OPTION, False)
         if immediate:
             dbapi_connection = connection.connection.dbapi_connection
             if isinstance(dbapi_connection, QueuedWriterConnection):

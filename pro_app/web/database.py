@@ -10,9 +10,9 @@ their views are marked :func:`reads_first`: they read without the lock and call
 :meth:`Database.begin_writing` just before writing, so that writers queue only for the
 writing itself.
 
-Pages that only show something are marked :func:`reads_only`: on PostgreSQL their GET
-requests run their statements outside a transaction (autocommit), which saves the BEGIN and
-ROLLBACK round trips of every page view, and any write they attempt is refused.
+Pages that only show something are marked :func:`reads_only`: their GET requests run their
+statements outside a transaction (each statement is its own), which saves the BEGIN and
+ROLLBACK of every page view (round trips on PostgreSQL), and any write they attempt is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from pro_app.db import audit_guard
-from pro_app.db.engine import WRITE_OPTION, make_engine, make_session_factory, writer_engine
+from pro_app.db.engine import NO_TRANSACTION_OPTION, WRITE_OPTION, make_engine, make_session_factory, writer_engine
 
 _G_KEY = "_pro_db_session"
 _READS_FIRST = "pro_app_reads_first"
@@ -48,10 +48,11 @@ def reads_first(view: View) -> View:
 def reads_only(view: View) -> View:
     """Mark a view whose GET and HEAD requests only read.
 
-    On PostgreSQL those requests run their statements without a transaction (autocommit):
-    each statement sees what was committed when it started, and the page view costs no BEGIN
-    and no ROLLBACK round trip. A write in such a request raises :class:`ReadOnlyRequest`
-    (on every database), so a page that starts writing must drop the mark.
+    Those requests run their statements without a transaction (``AUTOCOMMIT`` on PostgreSQL,
+    no ``BEGIN`` on SQLite): each statement sees what was committed when it started, and the
+    page view costs no BEGIN and no ROLLBACK. A page whose reads must agree with each other
+    (one snapshot) must not carry the mark. A write in such a request raises
+    :class:`ReadOnlyRequest`, so a page that starts writing must drop the mark.
     """
     setattr(view, _READS_ONLY, True)
     return view
@@ -129,8 +130,8 @@ class Database:
             session = (state.reader if _reads_only_at_first() else state.writer)()
             if _reads_only():
                 session.info[READ_ONLY_INFO] = True
-                if state.autocommit_reads and isinstance(session.get_bind(), Engine):
-                    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                if isinstance(session.get_bind(), Engine):  # (tests bind sessions to a transaction)
+                    session.connection(execution_options=state.outside_transaction)
             setattr(g, _G_KEY, session)
         return session
 
@@ -172,9 +173,10 @@ class _AppDatabase:
         self.engine = engine
         self.reader: Any = reader
         self.writer: Any = writer
-        #: PostgreSQL: reads_only pages run without a transaction. (SQLite's BEGIN costs no
-        #: round trip, and keeps the page's reads on one snapshot.)
-        self.autocommit_reads = engine.dialect.name == "postgresql"
+        #: How reads_only pages run their statements outside a transaction: no BEGIN, no ROLLBACK.
+        self.outside_transaction: dict[str, Any] = (
+            {NO_TRANSACTION_OPTION: True} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+        )
         #: SQLite: a writing transaction takes the database's write lock up front.
         self.locks_to_write = engine.dialect.name == "sqlite"
 
