@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,
     "DATABASE_URL": None,  # None: SQLite file under the instance folder
     "SQLITE_BUSY_TIMEOUT_MS": 15000,
+    # PostgreSQL: a pooled connection idle for longer is checked before use (docs/operations.md).
+    "DATABASE_PING_IDLE_MS": 1000,
     "DEFAULT_LOCALE": "en",
     "LOCALES": ["en", "zh_Hans", "es", "ar"],
     "DEFAULT_TIMEZONE": "UTC",
@@ -57,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
 # Settings that must be converted from the strings the environment gives.
 _INT_KEYS = {
     "SQLITE_BUSY_TIMEOUT_MS",
+    "DATABASE_PING_IDLE_MS",
     "MAX_CONTENT_LENGTH",
     "STAFF_SESSION_MINUTES",
     "PATIENT_LINK_DAYS",

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 try:
@@ -35,7 +35,9 @@ def writer_engine(engine: Engine) -> Engine:
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
-def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 15000, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, sqlite_busy_timeout_ms: int = 15000, ping_idle_after_ms: int = 1000, **kwargs: Any
+) -> Engine:
     """Create an engine with the connection settings each backend needs to protect data.
 
     SQLite: WAL journal (readers never block the writer), a busy timeout instead of
@@ -43,6 +45,9 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 15000, **kwargs: Any)
     acknowledged answer survives a power cut. pysqlite's own transaction handling is
     switched off and ``BEGIN`` emitted explicitly, as SQLAlchemy documents, so that
     SAVEPOINTs (used by tests and nested service calls) behave.
+
+    PostgreSQL: a pooled connection that sat idle for more than ``ping_idle_after_ms`` is
+    checked before use (:func:`_ping_idle_connections`).
     """
     # Parameters and result rows carry answers, contact details and password hashes: never
     # in logs or error messages, whatever the log level (statements themselves still are).
@@ -57,8 +62,42 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 15000, **kwargs: Any)
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_idle_connections(engine, ping_idle_after_ms / 1000)
+    return engine
+
+
+#: ``Pool`` record info key: when the connection went back to the pool (monotonic seconds).
+_CHECKED_IN_AT = "pro_app_checked_in_at"
+
+
+def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection with a ``SELECT 1`` before use when it sat idle in the pool
+    for more than ``idle_seconds``; a dead one is replaced (the pool tries another).
+
+    A database restart, a failover or ``pg_terminate_backend`` kills connections while they
+    wait in the pool. SQLAlchemy's ``pool_pre_ping`` checks every checkout, a round trip on
+    every request; here a connection handed back a moment ago is used at once. One killed in
+    that moment fails its request (answered 503, "nothing was lost: please try again"), and the
+    pool then replaces every connection it held before the failure.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at <= idle_seconds:
+            return  # new, or used a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError("a pooled connection died while idle") from error
+        if not alive:
+            raise DisconnectionError("a pooled connection died while idle")
 
 
 class _NoResultRows(logging.Filter):

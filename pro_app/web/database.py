@@ -99,7 +99,8 @@ class Database:
     def init_app(self, app: Flask) -> None:
         # Creating an engine opens no connection; the first query does.
         engine = make_engine(
-            app.config["DATABASE_URL"], sqlite_busy_timeout_ms=app.config["SQLITE_BUSY_TIMEOUT_MS"]
+            app.config["DATABASE_URL"], sqlite_busy_timeout_ms=app.config["SQLITE_BUSY_TIMEOUT_MS"],
+            ping_idle_after_ms=app.config["DATABASE_PING_IDLE_MS"],
         )
         # Every commit is checked for changes made without an audit event (pro_app.db.audit_guard).
         guard = audit_guard.session_info(app.config.get("AUDIT_GUARD", "log"))
