@@ -54,13 +54,23 @@ def _refuse_impossible_ids(_endpoint: str | None, values: dict[str, Any] | None)
             abort(404)
 
 
+#: Sent with every response that does not set its own (name in lower case, name, value).
+_EVERY_RESPONSE = tuple(
+    (name.lower(), name, value)
+    for name, value in (
+        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    )
+)
+
+
 def _add_headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    present = {name.lower() for name in headers.keys()}
+    headers.extend([(name, value) for lower, name, value in _EVERY_RESPONSE if lower not in present])
     if request.is_secure or str(current_app.config.get("BASE_URL", "")).startswith("https://"):
         headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
     if request.endpoint == "static" and response.status_code in (200, 304):

@@ -397,6 +397,15 @@ def test_patient_pages_hold_no_inline_code(app: Flask, world: World) -> None:
     assert any('src="/static/js/questionnaire.js"' in page.get_data(as_text=True) for page in pages)
 
 
+def test_a_response_that_sets_a_header_keeps_it(app: Flask) -> None:
+    """The headers are defaults: a response with its own value keeps it, and each header is sent once."""
+    app.add_url_rule("/test/framed", view_func=lambda: ("framed", {"x-frame-options": "SAMEORIGIN"}))
+    headers = app.test_client().get("/test/framed").headers
+    assert headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    for name in ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy"):
+        assert len(headers.getlist(name)) == 1, name
+
+
 def test_hsts_only_over_https(app: Flask, client: FlaskClient) -> None:
     assert "Strict-Transport-Security" not in client.get("/healthz").headers
     secure = client.get("/healthz", base_url="https://localhost").headers["Strict-Transport-Security"]
