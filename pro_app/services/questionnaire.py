@@ -226,12 +226,19 @@ _LOCK_ASSESSMENT = (
     select(Assessment).where(Assessment.id == bindparam("id")).with_for_update()
     .execution_options(populate_existing=True)
 )
-# The answer save reads the questionnaire under the lock as values: it changes only its
+# The answer save reads the questionnaire under the lock as values, with the stored answer
+# to the item (one statement; NULLs when there is none): it changes only the questionnaire's
 # status (on the first answer), with a Core UPDATE.
 _LOCK_ASSESSMENT_VALUES = (
-    select(*_OPEN_VALUES, _ASSESSMENT_TABLE.c.mode, _ASSESSMENT_TABLE.c.started_at)
+    select(
+        *_OPEN_VALUES, _ASSESSMENT_TABLE.c.mode, _ASSESSMENT_TABLE.c.started_at,
+        _ANSWER_TABLE.c.id.label("stored_answer_id"), _ANSWER_TABLE.c.value.label("stored_value"),
+    )
+    .select_from(_ASSESSMENT_TABLE.outerjoin(_ANSWER_TABLE, and_(
+        _ANSWER_TABLE.c.assessment_id == _ASSESSMENT_TABLE.c.id, _ANSWER_TABLE.c.item_id == bindparam("item_id"),
+    )))
     .where(_ASSESSMENT_TABLE.c.id == bindparam("id"))
-    .with_for_update()
+    .with_for_update(of=_ASSESSMENT_TABLE)
 )
 _MARK_STARTED = (
     update(_ASSESSMENT_TABLE)
@@ -243,9 +250,6 @@ _FIND_RECEIPT = select(
     _RECEIPTS.c.request_id, _RECEIPTS.c.kind, _RECEIPTS.c.participant_id, _RECEIPTS.c.assessment_id,
     _RECEIPTS.c.item_id, _RECEIPTS.c.value, _RECEIPTS.c.outcome, _RECEIPTS.c.recorded_at,
 ).where(_RECEIPTS.c.request_id == bindparam("request_id"))
-_STORED_ANSWER = select(_ANSWER_TABLE.c.id, _ANSWER_TABLE.c.value).where(
-    _ANSWER_TABLE.c.assessment_id == bindparam("assessment_id"), _ANSWER_TABLE.c.item_id == bindparam("item_id")
-)
 
 
 def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
@@ -530,7 +534,7 @@ def record_answer(
             stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
         )
     session.flush()  # what the caller changed in the session is written before the re-read
-    locked = session.connection().execute(_LOCK_ASSESSMENT_VALUES, {"id": assessment_id}).one()
+    locked = session.connection().execute(_LOCK_ASSESSMENT_VALUES, {"id": assessment_id, "item_id": item_id}).one()
     if locked.status == AssessmentStatus.COMPLETED.value:
         raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
     if not accepts_answers(locked, now, grace):
@@ -559,9 +563,10 @@ def _write_answer(
     request_id: str,
 ) -> SavedAnswer | None:
     """The writes of one answer save; ``assessment`` is the questionnaire's row read under the
-    lock. None, with nothing written, when the request id has a receipt already."""
-    stored = session.connection().execute(_STORED_ANSWER, {"assessment_id": assessment.id, "item_id": item_id}).first()
-    changed = stored is None or stored.value != value
+    lock, with the stored answer to ``item_id``. None, with nothing written, when the request id
+    has a receipt already."""
+    stored_id, stored_value = assessment.stored_answer_id, assessment.stored_value
+    changed = stored_id is None or stored_value != value
     # The receipt first: a duplicate request stops here, before it has changed anything.
     # Writes go through the session, whose audit guard notes the tables they change.
     added = session.execute(_ADD_RECEIPT_ONCE, {
@@ -578,16 +583,16 @@ def _write_answer(
         return None
     if not changed:
         return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
-    if stored is None:
+    if stored_id is None:
         session.execute(_ADD_ANSWER, {
             "assessment_id": assessment.id, "item_id": item_id, "value": value, "locale": locale,
             "answered_at": now, "answered_by": actor,
         })
     else:
         session.execute(_CHANGE_ANSWER, {
-            "answer_id": stored.id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
+            "answer_id": stored_id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
         })
-        _expire_loaded(session, Answer, stored.id)
+        _expire_loaded(session, Answer, stored_id)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         started_at = assessment.started_at or now
         session.execute(_MARK_STARTED, {"assessment_id": assessment.id, "new_started_at": started_at})
@@ -598,7 +603,7 @@ def _write_answer(
         action="answer.save",
         entity_type="assessment",
         entity_id=assessment.id,
-        before=None if stored is None else {"value": stored.value},
+        before=None if stored_id is None else {"value": stored_value},
         after={"item": item_id, "value": value, "locale": locale, "mode": assessment.mode, "request_id": request_id},
     )
     return SavedAnswer(item_id, value, changed=True, request_id=request_id, saved_at=now)
