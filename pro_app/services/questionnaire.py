@@ -505,19 +505,20 @@ def record_answer(
     grace: timedelta,
     now: datetime | None = None,
     request_id: str | None = None,
-    receipt_looked_up: bool = False,
 ) -> SavedAnswer:
     """Save (or change) one answer, at most once per ``request_id``.
 
     Saving the value already stored changes nothing (but still gives the request its
     receipt). Without a request id the request is taken as unique and gets a new one.
-    ``receipt_looked_up``: the caller has just found no receipt for the id (with
-    :func:`replayed_answer`), so it is not looked up again before writing.
 
-    Two copies of one request racing in two transactions: the receipt is inserted first, with
-    ``ON CONFLICT DO NOTHING``; the second copy's insert meets the first one's primary key
-    (on PostgreSQL it waits for the first transaction to end), writes nothing more, and the
-    first one's receipt is returned, so exactly one write is kept.
+    A repetition of a request gets the original request's result, even when the questionnaire
+    was submitted or closed since; a request id used for another answer is a conflict
+    (:class:`ReusedRequestId`). The receipt is inserted first, with ``ON CONFLICT DO NOTHING``:
+    a repetition, or the second of two copies racing in two transactions (on PostgreSQL it
+    waits for the first transaction to end), meets the first one's primary key, writes nothing
+    more, and the stored receipt is returned, so exactly one write is kept. The receipt is read
+    only then, or when the questionnaire no longer takes answers: a first request costs no
+    lookup.
 
     The questionnaire is re-read under the lock as values, and written with Core
     statements; a mapped :class:`Assessment` of it in the session is expired when its status
@@ -528,27 +529,32 @@ def record_answer(
     given = bool(request_id)
     request_id = _checked_request_id(request_id)
     participant_id, assessment_id = assessment.participant_id, assessment.id
-    stored = find_receipt(session, request_id) if given and not receipt_looked_up else None
-    if stored is not None:
+
+    def replayed() -> SavedAnswer | None:
+        stored = find_receipt(session, request_id)
+        if stored is None:
+            return None
         return _answer_from_receipt(
             stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
         )
+
     session.flush()  # what the caller changed in the session is written before the re-read
     locked = session.connection().execute(_LOCK_ASSESSMENT_VALUES, {"id": assessment_id, "item_id": item_id}).one()
-    if locked.status == AssessmentStatus.COMPLETED.value:
-        raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
-    if not accepts_answers(locked, now, grace):
+    if locked.status == AssessmentStatus.COMPLETED.value or not accepts_answers(locked, now, grace):
+        replay = replayed() if given else None
+        if replay is not None:
+            return replay
+        if locked.status == AssessmentStatus.COMPLETED.value:
+            raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
         raise Conflict(N_("This questionnaire is closed; answers can no longer be saved."))
     saved = _write_answer(
         session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now, request_id=request_id,
     )
     if saved is not None:
         return saved
-    stored = find_receipt(session, request_id)  # committed by the other copy of this request
-    assert stored is not None, "a receipt insert conflicted with no receipt"
-    return _answer_from_receipt(
-        stored, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=checked
-    )
+    replay = replayed()  # the receipt of an earlier copy of this request
+    assert replay is not None, "a receipt insert conflicted with no receipt"
+    return replay
 
 
 def _write_answer(

@@ -136,6 +136,11 @@ class Database:
             setattr(g, _G_KEY, session)
         return session
 
+    @property
+    def locks_to_write(self) -> bool:
+        """Whether a writing transaction takes the whole database's write lock (SQLite)."""
+        return bool(self.state().locks_to_write)
+
     def begin_writing(self) -> Session:
         """End the request's reading transaction (it wrote nothing) and begin the writing one.
 

@@ -167,6 +167,36 @@ def test_key_is_normalised(client: FlaskClient, patient: Patient, db_session: Se
     assert _saves(db_session, patient.assessment) == 1
 
 
+def test_a_first_save_looks_for_its_receipt_only_where_that_spares_a_wait(
+    client: FlaskClient, patient: Patient, db_session: Session
+) -> None:
+    """On SQLite a save looks for its receipt before it queues for the write lock, so that a
+    repetition never waits for the lock; on PostgreSQL the receipt insert finds a repetition,
+    and a first save sends no lookup (a round trip there)."""
+    _start(client, patient)
+    lookups: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM request_receipts" in statement:
+            lookups.append(statement)
+
+    engine = db_session.get_bind().engine
+    payload = {"assessment": patient.assessment.id, "item": "q5", "value": 2}
+    headers = {"Idempotency-Key": _key()}
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        first = client.post("/q/answer", json=payload, headers=headers)
+        looked_up_by_the_first = len(lookups)
+        repeated = client.post("/q/answer", json=payload, headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert first.status_code == repeated.status_code == 200
+    assert repeated.headers["Idempotent-Replayed"] == "true" and repeated.get_json() == first.get_json()
+    assert looked_up_by_the_first == (1 if engine.dialect.name == "sqlite" else 0)
+    assert len(lookups) - looked_up_by_the_first == 1  # the repetition reads the stored receipt once
+    assert _saves(db_session, patient.assessment) == 1
+
+
 def test_form_retries_save_once_and_redirect_the_same_way(
     client: FlaskClient, patient: Patient, db_session: Session
 ) -> None:

@@ -214,11 +214,14 @@ def _save_question(
 @reads_first
 def save_answer() -> JsonResult:
     """Background save: JSON in, a receipt out. 2xx means the answer is stored durably; the
-    same request again (same request id) gets the same receipt without a second write.
+    same request again (same request id) gets the same receipt without a second write, even
+    when the questionnaire was submitted or closed since.
 
     Everything is read before the write transaction begins (who is signed in, the open
-    questionnaire, whether this request was handled before), so that on SQLite the write lock
-    is held only for the write itself."""
+    questionnaire, and on SQLite whether this request was handled before), so that on SQLite
+    the write lock is held only for the write itself and a repetition is answered without
+    waiting for it. On PostgreSQL the write finds a repetition (its receipt is inserted first),
+    so a first request costs no round trip for the lookup."""
     now = utcnow()
     context = load_patient(now)
     if context is None:
@@ -226,21 +229,21 @@ def save_answer() -> JsonResult:
     form = read_answer_request()
     if form is None:
         return recovery.json_error(_("The answer could not be read. Please choose it again."), "invalid", 400)
-    db = database.session
     assessment = open_assessment_for(context, now)
     try:
         request_id = receipts.request_id_of(form.request_id)
+        still_open = assessment is not None and assessment.id == form.assessment
         # A repetition of a save gets its receipt, even when the questionnaire was submitted
         # or closed since; a request id used for something else is a conflict.
-        replay = None if request_id is None else replayed_answer(
-            db, request_id, participant_id=context.participant.id, assessment_id=form.assessment,
+        replay = None if request_id is None or (still_open and not database.locks_to_write) else replayed_answer(
+            database.session, request_id, participant_id=context.participant.id, assessment_id=form.assessment,
             item_id=form.item, value=form.value,
         )
     except DomainError as error:
         return recovery.json_error(_message(error), _code(error), _status(error))
     if replay is not None:
         return receipts.receipt_body(replay), 200, {receipts.REPLAYED_HEADER: "true"}
-    if assessment is None or assessment.id != form.assessment:
+    if assessment is None or not still_open:
         return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
     instrument, text = pages.wording_for(context, assessment)
     db = database.begin_writing()
@@ -254,7 +257,6 @@ def save_answer() -> JsonResult:
         saved = record_answer(
             db, assessment, instrument, item_id=form.item, value=form.value,
             locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
-            receipt_looked_up=request_id is not None,
         )
     except DomainError as error:
         db.rollback()
