@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Column, ColumnElement, Row, Table, TextClause, and_, bindparam, insert, literal, select, text, update
+from sqlalchemy import (
+    Column, ColumnElement, Connection, Row, Table, TextClause, and_, bindparam, insert, literal, select, text, update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -631,10 +633,10 @@ _ANSWER_VALUE = select(_ANSWER_TABLE.c.value).where(
 )
 
 
-def answer_value(session: Session, assessment_id: int, item_id: str) -> int | None:
+def answer_value(connection: Connection, assessment_id: int, item_id: str) -> int | None:
     """The stored answer to one item, read as a plain Core statement (the question page's
-    read: it flushes nothing, so call it where the session holds no unsaved answer)."""
-    value: int | None = session.connection().execute(
+    read: it flushes nothing, so call it where no session holds an unsaved answer)."""
+    value: int | None = connection.execute(
         _ANSWER_VALUE, {"assessment_id": assessment_id, "item_id": item_id}
     ).scalar_one_or_none()
     return value

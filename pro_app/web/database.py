@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
@@ -29,6 +29,7 @@ from pro_app.db import audit_guard
 from pro_app.db.engine import NO_TRANSACTION_OPTION, WRITE_OPTION, make_engine, make_session_factory, writer_engine
 
 _G_KEY = "_pro_db_session"
+_G_CONNECTION_KEY = "_pro_db_connection"
 _READS_FIRST = "pro_app_reads_first"
 _READS_ONLY = "pro_app_reads_only"
 #: ``Session.info`` key of a session that must not write (see :func:`reads_only`).
@@ -128,13 +129,36 @@ class Database:
         session: Session | None = g.get(_G_KEY)
         if session is None:
             state = self.state()
-            session = (state.reader if _reads_only_at_first() else state.writer)()
+            reading: Connection | None = g.get(_G_CONNECTION_KEY)
+            if reading is not None:  # a reads_only page view that began with Core statements
+                session = state.reader(bind=reading)
+            else:
+                session = (state.reader if _reads_only_at_first() else state.writer)()
             if _reads_only():
                 session.info[READ_ONLY_INFO] = True
-                if isinstance(session.get_bind(), Engine):  # (tests bind sessions to a transaction)
+                if reading is None and state.sessions_on_engine:
                     session.connection(execution_options=state.outside_transaction)
             setattr(g, _G_KEY, session)
         return session
+
+    @property
+    def connection(self) -> Connection:
+        """The connection of the current request or command, for Core statements.
+
+        A page view marked :func:`reads_only` gets a pooled connection outside a transaction
+        without an ORM session, which would cost more than such a page's statements; a
+        session asked for later in the request is bound to it. Anywhere else this is the
+        session's connection.
+        """
+        connection: Connection | None = g.get(_G_CONNECTION_KEY)
+        if connection is not None:
+            return connection
+        state = self.state()
+        if g.get(_G_KEY) is None and state.sessions_on_engine and _reads_only():
+            connection = state.engine.connect().execution_options(**state.outside_transaction)
+            setattr(g, _G_CONNECTION_KEY, connection)
+            return connection
+        return self.session.connection()
 
     @property
     def locks_to_write(self) -> bool:
@@ -162,10 +186,11 @@ class Database:
 
     @staticmethod
     def _close_session(_exc: BaseException | None) -> None:
-        session: Session | None = g.pop(_G_KEY, None)
-        if session is not None:
+        for closable in (g.pop(_G_KEY, None), g.pop(_G_CONNECTION_KEY, None)):  # the session first
+            if closable is None:
+                continue
             try:
-                session.close()
+                closable.close()
             except DBAPIError as error:
                 # The connection died after the response was made (database restarted, or its
                 # connections terminated): the transaction ended with it and the pool drops
@@ -179,6 +204,8 @@ class _AppDatabase:
         self.engine = engine
         self.reader: Any = reader
         self.writer: Any = writer
+        #: False while tests bind every session to their own (rolled-back) transaction.
+        self.sessions_on_engine = True
         #: How reads_only pages run their statements outside a transaction: no BEGIN, no ROLLBACK.
         self.outside_transaction: dict[str, Any] = (
             {NO_TRANSACTION_OPTION: True} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
@@ -189,3 +216,4 @@ class _AppDatabase:
     def use_session_factory(self, factory: Any) -> None:
         """Serve every session from ``factory`` (tests bind it to a rolled-back transaction)."""
         self.reader = self.writer = factory
+        self.sessions_on_engine = False

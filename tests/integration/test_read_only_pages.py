@@ -121,3 +121,30 @@ def test_a_page_marked_reads_only_cannot_write(
     assert client.post("/test/flush").data == b"changed"  # not a page view: its session may write
     with make_engine(app.config["DATABASE_URL"]).connect() as connection:
         assert connection.scalar(select(Participant.locale)) == "en"  # the POST did not commit
+
+
+def test_a_page_view_reads_with_core_and_the_session_on_one_connection(
+    app: Flask, started: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Core statements of a page view run on a connection taken without a session; a session
+    asked for afterwards shares it, still outside a transaction and still refusing writes."""
+    def core_then_session() -> str:
+        connection = database.connection
+        locale = connection.scalar(select(Participant.locale))
+        session = database.session
+        assert session.connection() is connection
+        assert session.scalars(select(Participant.locale)).first() == locale
+        session.execute(update(Participant).values(locale="es"))
+        return "changed"
+
+    app.add_url_rule("/test/core-then-session", view_func=reads_only(core_then_session))
+    statuses: list[int] = []
+    with caplog.at_level(logging.ERROR):
+        seen = _selects_in_transaction(
+            app, lambda: statuses.append(app.test_client().get("/test/core-then-session").status_code)
+        )
+    assert seen == [False, False] and statuses == [500]
+    assert [record.exc_info[0] for record in caplog.records if record.exc_info] == [ReadOnlyRequest]
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        assert connection.scalar(select(Participant.locale)) == "en"
+

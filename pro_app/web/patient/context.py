@@ -189,7 +189,7 @@ def load_patient(now: datetime) -> PatientContext | None:
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict):
         return None
-    connection = database.session.connection()
+    connection = database.connection
     context: PatientContext | None = None
     if "link" in data:
         grace = grace_period()

@@ -174,7 +174,7 @@ def question(number: int) -> RenderResult:
         form = AnswerForm()
         form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
         return _save_question(context, assessment, instrument, text, item, form, now)
-    stored = answer_value(database.session, assessment.id, item.id)
+    stored = answer_value(database.connection, assessment.id, item.id)
     selected, notice = recovery.offer_pending_answer(stored, assessment, instrument, item, number, now)
     return pages.render_question(assessment, instrument, text, item, selected, notice=notice)
 
