@@ -542,7 +542,7 @@ def record_answer(
 
     session.flush()  # what the caller changed in the session is written before the re-read
     locked = session.connection().execute(_LOCK_ASSESSMENT_VALUES, {"id": assessment_id, "item_id": item_id}).one()
-    if locked.status == AssessmentStatus.COMPLETED.value or not accepts_answers(locked, now, grace):
+    if not accepts_answers(locked, now, grace):  # submitted, closed, or not open yet
         replay = replayed() if given else None
         if replay is not None:
             return replay

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from pro_app import create_app
@@ -58,14 +59,20 @@ def _pings(app: Flask) -> list[float]:
     return seen
 
 
+def _patient_on_a_page(app: Flask, token: str) -> FlaskClient:
+    """A patient who opened their link and the first question (the pool's connection used)."""
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    assert client.get("/q/1").status_code == 200
+    return client
+
+
 def test_an_idle_connection_killed_in_the_pool_is_replaced_before_use(own_database: str) -> None:
     token, _assessment = committed_started_patient(own_database, "POOL-1", "P-001")
     app = _app(own_database, ping_idle_after_ms=50)
     try:
         pings = _pings(app)
-        client = app.test_client()
-        assert client.get(f"/p/{token}").status_code == 303
-        assert client.get("/q/1").status_code == 200
+        client = _patient_on_a_page(app, token)
         assert pings == []  # used a moment ago: no check
         time.sleep(0.1)
         assert _terminate_connections_of(own_database) >= 1
@@ -81,9 +88,7 @@ def test_a_connection_killed_a_moment_after_use_fails_one_request_only(own_datab
     app = _app(own_database, ping_idle_after_ms=60_000)
     try:
         pings = _pings(app)
-        client = app.test_client()
-        assert client.get(f"/p/{token}").status_code == 303
-        assert client.get("/q/1").status_code == 200
+        client = _patient_on_a_page(app, token)
         assert _terminate_connections_of(own_database) >= 1
         failed = client.get("/q/2")
         assert failed.status_code == 503
