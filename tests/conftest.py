@@ -52,6 +52,14 @@ def scratch_postgres(suffix: str) -> Iterator[str]:
         admin.dispose()
 
 
+def migrated_sqlite(folder: Path, name: str) -> str:
+    """The URL of a new SQLite file ``folder/name.sqlite3``, migrated to head: for tests whose
+    data must really be committed, on a database of their own."""
+    url = f"sqlite:///{folder / f'{name}.sqlite3'}"
+    upgrade(url)
+    return url
+
+
 def reset_postgres(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as connection:

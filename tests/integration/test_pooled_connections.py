@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask import Flask
@@ -26,10 +27,6 @@ def own_database() -> Iterator[str]:
     with scratch_postgres("pool") as url:
         upgrade(url)
         yield url
-
-
-def _app(url: str, ping_idle_after_ms: int) -> Flask:
-    return create_app(app_config(DATABASE_URL=url, DATABASE_PING_IDLE_MS=ping_idle_after_ms))
 
 
 def _terminate_connections_of(url: str) -> int:
@@ -59,41 +56,38 @@ def _pings(app: Flask) -> list[float]:
     return seen
 
 
-def _patient_on_a_page(app: Flask, token: str) -> FlaskClient:
-    """A patient who opened their link and the first question (the pool's connection used)."""
-    client = app.test_client()
-    assert client.get(f"/p/{token}").status_code == 303
-    assert client.get("/q/1").status_code == 200
-    return client
+@contextmanager
+def _patient_on_a_page(url: str, study_code: str, ping_idle_after_ms: int) -> Iterator[tuple[FlaskClient, list[float]]]:
+    """A patient who opened their link and the first question (the pool's connection used),
+    in an app checking connections idle for longer than ``ping_idle_after_ms``; and the
+    checks made from then on."""
+    token, _assessment = committed_started_patient(url, study_code, "P-001")
+    app = create_app(app_config(DATABASE_URL=url, DATABASE_PING_IDLE_MS=ping_idle_after_ms))
+    try:
+        pings = _pings(app)
+        client = app.test_client()
+        assert client.get(f"/p/{token}").status_code == 303
+        assert client.get("/q/1").status_code == 200
+        yield client, pings
+    finally:
+        app.extensions["pro_db"].engine.dispose()
 
 
 def test_an_idle_connection_killed_in_the_pool_is_replaced_before_use(own_database: str) -> None:
-    token, _assessment = committed_started_patient(own_database, "POOL-1", "P-001")
-    app = _app(own_database, ping_idle_after_ms=50)
-    try:
-        pings = _pings(app)
-        client = _patient_on_a_page(app, token)
+    with _patient_on_a_page(own_database, "POOL-1", ping_idle_after_ms=50) as (client, pings):
         assert pings == []  # used a moment ago: no check
         time.sleep(0.1)
         assert _terminate_connections_of(own_database) >= 1
         page = client.get("/q/2")
         assert page.status_code == 200 and b"item-text" in page.data
         assert len(pings) == 1
-    finally:
-        app.extensions["pro_db"].engine.dispose()
 
 
 def test_a_connection_killed_a_moment_after_use_fails_one_request_only(own_database: str) -> None:
-    token, _assessment = committed_started_patient(own_database, "POOL-2", "P-001")
-    app = _app(own_database, ping_idle_after_ms=60_000)
-    try:
-        pings = _pings(app)
-        client = _patient_on_a_page(app, token)
+    with _patient_on_a_page(own_database, "POOL-2", ping_idle_after_ms=60_000) as (client, pings):
         assert _terminate_connections_of(own_database) >= 1
         failed = client.get("/q/2")
         assert failed.status_code == 503
         assert b"Nothing was lost" in failed.data
         assert client.get("/q/2").status_code == 200  # the pool replaced the dead connection
         assert pings == []
-    finally:
-        app.extensions["pro_db"].engine.dispose()

@@ -23,7 +23,7 @@ from pro_app.db.migrate import upgrade
 from pro_app.db.models import Participant
 from pro_app.extensions import database
 from pro_app.web.database import ReadOnlyRequest, reads_only
-from tests.conftest import BACKENDS, app_config, scratch_postgres
+from tests.conftest import BACKENDS, app_config, migrated_sqlite, scratch_postgres
 from tests.factories import committed_started_patient
 
 
@@ -31,9 +31,7 @@ from tests.factories import committed_started_patient
 def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database of its own: a SQLite file, or ``<test database>_readonly``."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'read_only.sqlite3'}"
-        upgrade(url)
-        yield url
+        yield migrated_sqlite(tmp_path, "read_only")
         return
     with scratch_postgres("readonly") as url:
         upgrade(url)

@@ -19,14 +19,13 @@ from sqlalchemy.orm import Session
 
 from pro_app import create_app
 from pro_app.db.engine import make_engine, make_session_factory
-from pro_app.db.migrate import upgrade
 from pro_app.db.models import Assessment, AuditEvent, Study
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.exports import ExportContext, ExportFormat
 from pro_app.exports.formats import FORMATS
 from pro_app.services.questionnaire import record_answer, start_assessment, submit_assessment
-from tests.conftest import app_config
+from tests.conftest import app_config, migrated_sqlite
 from tests.factories import enrol, make_staff, make_study, sign_in
 
 QLQ = default_registry().get("qlq_c30")
@@ -110,9 +109,8 @@ def test_a_download_does_not_hold_the_write_lock_while_the_file_is_written(
     """On a real SQLite file (not the tests' shared transaction): while the export is being
     written, another connection takes the database's write lock at once, and the download is
     still audited afterwards."""
+    url = migrated_sqlite(tmp_path, "app")
     path = tmp_path / "app.sqlite3"
-    url = f"sqlite:///{path}"
-    upgrade(url)
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
         study = make_study(session, "EXP-L")

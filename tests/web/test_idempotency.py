@@ -44,7 +44,7 @@ from pro_app.services.questionnaire import (
     submit_assessment,
 )
 from pro_app.web.patient import views
-from tests.conftest import app_config
+from tests.conftest import app_config, migrated_sqlite
 from tests.factories import enrol, link_for, make_study
 
 QLQ = default_registry().get("qlq_c30")
@@ -578,9 +578,7 @@ def race_database_url(database_url: str, tmp_path_factory: pytest.TempPathFactor
     """A database of its own for tests whose transactions really commit (the audit trail they
     write cannot be deleted afterwards): a new SQLite file, or a schema of its own."""
     if make_url(database_url).get_backend_name() == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('race') / 'race.sqlite3'}"
-        upgrade(url)
-        yield url
+        yield migrated_sqlite(tmp_path_factory.mktemp("race"), "race")
         return
     schema = f"test_idempotency_{uuid.uuid4().hex[:12]}"
     admin = make_engine(database_url)

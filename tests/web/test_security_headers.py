@@ -36,14 +36,13 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from pro_app import create_app
-from pro_app.db.migrate import upgrade
 from pro_app.db.models import Alert, Assessment, Participant, StaffUser, Study
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.services.participants import enrol_participant
 from pro_app.services.questionnaire import record_answer, start_assessment, submit_assessment
 from pro_app.services.texts import text_for
-from tests.conftest import app_config
+from tests.conftest import app_config, migrated_sqlite
 from tests.factories import STAFF_PASSWORD, link_for, make_staff, make_study, now_utc, sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -433,8 +432,7 @@ def _free_port() -> int:
 def test_gunicorn_behind_a_local_proxy_sends_hsts(tmp_path: Path) -> None:
     """gunicorn trusts X-Forwarded-Proto from 127.0.0.1 (``forwarded_allow_ips``), so a
     TLS-terminating proxy on the same machine gets HSTS; others' headers are not trusted."""
-    url = f"sqlite:///{tmp_path / 'hsts.sqlite3'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path, "hsts")
     port = _free_port()
     env = {**os.environ, "PRO_SECRET_KEY": "hsts-test", "PRO_DATABASE_URL": url, "PRO_BASE_URL": f"http://127.0.0.1:{port}"}
     env.pop("FORWARDED_ALLOW_IPS", None)

@@ -20,12 +20,11 @@ from pro_app import create_app
 from pro_app.cli import main
 from pro_app.config import ConfigError
 from pro_app.db.engine import make_engine
-from pro_app.db.migrate import upgrade
 from pro_app.db.models import AuditEvent, StaffUser, Study
 from pro_app.db.types import utcnow
 from pro_app.domain import totp
 from pro_app.services import auth, second_factor
-from tests.conftest import app_config
+from tests.conftest import app_config, migrated_sqlite
 from tests.factories import STAFF_PASSWORD, make_staff, make_study, sign_in
 
 COMMON = "Qwerty123456"  # on the list as "qwerty123456": refused in any case
@@ -145,8 +144,7 @@ def test_seed_demo_passwords_pass_the_rules(runner: FlaskCliRunner, db_session: 
 
 
 def test_a_freshly_migrated_database_has_no_staff_accounts(tmp_path: Path, db_session: Session) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path, "fresh")
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM staff_users")).scalar() == 0

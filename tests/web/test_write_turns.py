@@ -20,17 +20,14 @@ from sqlalchemy import Engine, select, text
 
 from pro_app import create_app
 from pro_app.db.engine import make_engine, writer_engine
-from pro_app.db.migrate import upgrade
 from pro_app.db.models import Answer
-from tests.conftest import app_config
+from tests.conftest import app_config, migrated_sqlite
 from tests.factories import committed_started_patient
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'turns.sqlite3'}"
-    upgrade(url)
-    return url
+    return migrated_sqlite(tmp_path, "turns")
 
 
 @pytest.fixture
