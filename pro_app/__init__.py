@@ -16,7 +16,7 @@ from flask import Flask
 
 from pro_app.config import DEFAULT_INSTANCE_PATH, load_config
 from pro_app.extensions import babel, csrf, database
-from pro_app.web import cookies, errors, health, i18n, security
+from pro_app.web import cookies, errors, health, i18n, security, signed
 from pro_app.web.patient import views as patient
 from pro_app.web.staff import admin, analysis, dashboard, exports, guard, participants, reports, staff_auth
 
@@ -58,5 +58,6 @@ def _register_blueprints(app: Flask) -> None:
         app.register_blueprint(blueprint)
     app.jinja_env.globals["current_staff"] = guard.current_staff
     i18n.register(app)
+    signed.register(app)
     errors.register(app)
     security.register(app)

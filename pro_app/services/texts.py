@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import InstrumentTextRecord
@@ -161,7 +161,9 @@ _LICENSED_BY_CHECKSUM = select(_TEXT_RECORDS.c.content, _TEXT_RECORDS.c.id).wher
 )
 
 
-def text_started_with(session: Session, instrument: Instrument, locale: str, checksum: str) -> InstrumentText | None:
+def text_started_with(
+    connection: Connection, instrument: Instrument, locale: str, checksum: str
+) -> InstrumentText | None:
     """The wording with ``checksum`` (the one a questionnaire recorded when it was started):
     the demo text of ``locale``, or a licensed text loaded for it, still active or replaced
     since. None when there is none any more (a release changed the demo wording of ``locale``).
@@ -177,7 +179,7 @@ def text_started_with(session: Session, instrument: Instrument, locale: str, che
     if demo is not None and demo.checksum == checksum and (demo.instrument, demo.version) == (instrument.code, instrument.version):
         _PARSED[checksum] = demo
         return demo
-    row = session.connection().execute(
+    row = connection.execute(
         _LICENSED_BY_CHECKSUM,
         {"code": instrument.code, "version": instrument.version, "locale": locale, "checksum": checksum},
     ).first()

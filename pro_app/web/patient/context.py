@@ -258,7 +258,7 @@ def instrument_and_text(
     """
     instrument = default_registry().get(assessment.instrument_code, assessment.instrument_version)
     if assessment.text_checksum is not None and assessment.locale == locale:
-        started = text_started_with(database.session, instrument, locale, assessment.text_checksum)
+        started = text_started_with(database.connection, instrument, locale, assessment.text_checksum)
         if started is not None:
             return instrument, started
     return instrument, text_for(database.session, instrument, (locale, study_locale, "en"))

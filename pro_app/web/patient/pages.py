@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, render_template, request, url_for
 from flask_babel import get_locale
-from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
 from pro_app.db.models import Assessment
@@ -26,6 +25,7 @@ from pro_app.web.patient.context import (
     submission_key_for,
 )
 from pro_app.web.patient.forms import AnswerForm, SubmitForm
+from pro_app.web.signed import csrf_token
 
 
 def locale_code() -> str:
@@ -110,7 +110,7 @@ def render_question(
     if not plain or not QuestionPageCache.enabled():
         return render_template("patient/question.html", **values, **per_request)
     key = (instrument.code, instrument.version, text.locale, text.checksum, locale_code(), number, selected)
-    return QuestionPageCache.of_app().page(key, values, {**per_request, "csrf_token": generate_csrf()})
+    return QuestionPageCache.of_app().page(key, values, {**per_request, "csrf_token": csrf_token()})
 
 
 class QuestionPageCache:

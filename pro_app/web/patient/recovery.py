@@ -20,7 +20,6 @@ from datetime import datetime
 
 from flask import redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response
 
 from pro_app.db.models import Assessment
@@ -39,6 +38,7 @@ from pro_app.web.patient.context import (
     pending_answer,
 )
 from pro_app.web.patient.forms import AnswerForm, SubmitForm
+from pro_app.web.signed import csrf_token
 
 JsonResult = tuple[dict[str, object], int]
 RenderResult = str | tuple[str, int] | Response
@@ -82,7 +82,7 @@ def _answer_api_not_verified() -> JsonResult:
         _("The page had expired. Your answer is kept and will be sent again."), "csrf", 400
     )
     # The script sends the same request (same request id) again with this token.
-    body["csrf_token"] = generate_csrf()
+    body["csrf_token"] = csrf_token()
     return body, status
 
 
