@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,8 +22,11 @@ from pro_app import create_app
 from pro_app.db.engine import make_engine
 from pro_app.db.migrate import upgrade
 from pro_app.db.models import Participant
+from pro_app.domain.instruments import default_registry
 from pro_app.extensions import database
 from pro_app.web.database import ReadOnlyRequest, reads_only
+from pro_app.web.patient import context, views
+from pro_app.web.patient.context import item_id_at
 from tests.conftest import BACKENDS, app_config, migrated_sqlite, scratch_postgres
 from tests.factories import committed_started_patient
 
@@ -146,3 +150,44 @@ def test_a_page_view_reads_with_core_and_the_session_on_one_connection(
     with make_engine(app.config["DATABASE_URL"]).connect() as connection:
         assert connection.scalar(select(Participant.locale)) == "en"
 
+
+
+def test_a_question_page_reads_its_stored_answer_with_the_sign_in(
+    app: Flask, started: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One statement per question page (the sign-in, the open questionnaire and the answer);
+    where the item's id cannot be known before the questionnaire is, a second one reads it."""
+    token, assessment_id = started
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    response = client.post("/q/answer", json={"assessment": assessment_id, "item": "q3", "value": 2},
+                           headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert response.status_code == 200
+    pages: dict[str, bytes] = {}
+
+    def show(path: str) -> None:
+        page = client.get(path)
+        assert page.status_code == 200
+        pages[path] = page.data
+
+    assert len(_selects_in_transaction(app, lambda: show("/q/3"))) == 1
+    assert b'name="value" value="2" checked>' in pages["/q/3"]
+    assert len(_selects_in_transaction(app, lambda: show("/q/4"))) == 1
+    assert b"checked" not in pages["/q/4"]
+
+    # An instrument whose question 3 had another id: the guess misses, the answer is read apart.
+    monkeypatch.setattr(views, "item_id_at", lambda number: "q1")
+    assert len(_selects_in_transaction(app, lambda: show("/q/3"))) == 2
+    assert b'name="value" value="2" checked>' in pages["/q/3"]
+    monkeypatch.setattr(views, "item_id_at", lambda number: None)
+    assert len(_selects_in_transaction(app, lambda: show("/q/3"))) == 2
+    assert b'name="value" value="2" checked>' in pages["/q/3"]
+
+
+def test_the_id_of_a_question_is_known_when_every_instrument_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    qlq = default_registry().get("qlq_c30")
+    assert item_id_at(3) == qlq.items[2].id
+    assert item_id_at(0) is None and item_id_at(len(qlq.items) + 1) is None
+    other = SimpleNamespace(items=tuple(SimpleNamespace(id=f"x{item.number}") for item in qlq.items))
+    monkeypatch.setattr(context, "default_registry", lambda: [qlq, other])
+    assert item_id_at(3) is None

@@ -47,6 +47,7 @@ from pro_app.web.patient.context import (
     assessment_for,
     drop_pending_answer,
     grace_period,
+    item_id_at,
     load_patient,
     open_assessment_for,
     pending_answer,
@@ -156,7 +157,7 @@ def start() -> Response:
 @reads_only
 def question(number: int) -> RenderResult:
     now = utcnow()
-    context = load_patient(now)
+    context = load_patient(now, item_id=item_id_at(number) if request.method == "GET" else None)
     if context is None:
         if request.method == "POST":
             return recovery.session_ended(number, AnswerForm(), now)
@@ -174,7 +175,11 @@ def question(number: int) -> RenderResult:
         form = AnswerForm()
         form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
         return _save_question(context, assessment, instrument, text, item, form, now)
-    stored = answer_value(database.connection, assessment.id, item.id)
+    read = context.answer_at_sign_in
+    if read is not None and (read.assessment_id, read.item_id) == (assessment.id, item.id):
+        stored = read.value
+    else:  # tablet mode, or an instrument whose question ``number`` has another id
+        stored = answer_value(database.connection, assessment.id, item.id)
     selected, notice = recovery.offer_pending_answer(stored, assessment, instrument, item, number, now)
     return pages.render_question(assessment, instrument, text, item, selected, notice=notice)
 
