@@ -75,6 +75,10 @@ def test_leave_and_resume_on_another_phone(browser: Browser, live_server: LiveSe
     _start(page, patient)
     for number in range(1, 4):
         _answer_and_next(page, number, 1)
+    # The phone is put away on question 4, not halfway through loading it: closing a
+    # context while a navigation commits can leave Chromium waiting forever.
+    expect(page.locator("#progress-text")).to_have_text("Question 4 of 30")
+    page.close()
     first.close()
     second = browser.new_context(**PHONE)
     page = second.new_page()
