@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from flask_babel import Babel
-from flask_wtf.csrf import CSRFProtect
-
 from pro_app.web.database import Database
+from pro_app.web.signed import KeptTokenCSRFProtect
 
 babel = Babel()
-csrf = CSRFProtect()
+csrf = KeptTokenCSRFProtect()
 database = Database()

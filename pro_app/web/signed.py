@@ -11,7 +11,11 @@ and bounded, so the next request with the same cookie or secret does without:
 - the CSRF token signed for a session's secret is handed out again. Tokens have no time limit
   here (``WTF_CSRF_TIME_LIMIT`` is None, the session lifetime bounds them instead), so a token
   signed a minute ago is exactly as valid as a new one; with a time limit configured, tokens
-  are signed on every request as Flask-WTF does.
+  are signed on every request as Flask-WTF does;
+- a form post or page script sending exactly that token for its session's secret is checked by
+  comparing the two (in constant time) instead of verifying the signature again: a token equal
+  to the one signed for the session's secret is what Flask-WTF's check accepts, and any other
+  token goes through Flask-WTF's check unchanged (and is kept once it passed).
 
 Nothing is kept that the client did not send or receive, nothing is kept across a change of
 the secret keys, and a full memo is emptied rather than grown.
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from flask import Flask, current_app, g, session
-from flask_wtf.csrf import generate_csrf
+import hmac
+
+from flask import Flask, current_app, g, request, session
+from flask_wtf.csrf import CSRFProtect, generate_csrf, same_origin
 
 _Value = TypeVar("_Value")
 
@@ -83,6 +89,66 @@ def csrf_token() -> str:
     else:
         setattr(g, field, signed)  # where Flask-WTF keeps it for the rest of the request
     return signed
+
+
+#: Content types whose CSRF token Flask-WTF reads from the form fields; others send a header.
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _kept_token_of_session(app: Flask) -> tuple[str, str] | None:
+    """(the session's CSRF secret, the token kept for it), when tokens have no time limit."""
+    if app.config["WTF_CSRF_TIME_LIMIT"] is not None:
+        return None
+    secret = session.get(app.config["WTF_CSRF_FIELD_NAME"])
+    if not isinstance(secret, str):
+        return None
+    kept: str | None = SignedMemo.of_app(app, _CSRF_TOKENS).get(secret)
+    return None if kept is None else (secret, kept)
+
+
+def _sent_token(app: Flask) -> str | None:
+    """The token a request sends where Flask-WTF looks first: the form field of a form post, the
+    first configured header otherwise (a prefixed form field is left to Flask-WTF)."""
+    if request.mimetype in _FORM_TYPES:
+        sent = request.form.get(app.config["WTF_CSRF_FIELD_NAME"])
+    else:
+        sent = next((request.headers.get(name) for name in app.config["WTF_CSRF_HEADERS"]), None)
+    return sent or None
+
+
+class KeptTokenCSRFProtect(CSRFProtect):
+    """Flask-WTF's CSRF protection; a request sending the token kept for its session's secret
+    passes without verifying that token's signature again."""
+
+    def protect(self, apply_exemptions: bool = False) -> None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if request.method not in app.config["WTF_CSRF_METHODS"]:
+            return
+        kept = _kept_token_of_session(app)
+        sent = _sent_token(app) if kept is not None else None
+        if kept is None or sent is None or not hmac.compare_digest(sent.encode(), kept[1].encode()):
+            super().protect(apply_exemptions=apply_exemptions)
+            if g.get("csrf_valid"):
+                self._keep_checked_token(app)
+            return
+        if request.is_secure and app.config["WTF_CSRF_SSL_STRICT"]:
+            # As Flask-WTF checks it over HTTPS: the post comes from a page of this host.
+            if not request.referrer:
+                self._error_response("The referrer header is missing.")
+            if not same_origin(request.referrer, f"https://{request.host}/"):
+                self._error_response("The referrer does not match the host.")
+        g.csrf_valid = True
+
+    @staticmethod
+    def _keep_checked_token(app: Flask) -> None:
+        """Keep a token that passed Flask-WTF's check (signed by another worker, or before this
+        process started) as the session's token, so the next request compares instead."""
+        if app.config["WTF_CSRF_TIME_LIMIT"] is not None:
+            return
+        secret = session.get(app.config["WTF_CSRF_FIELD_NAME"])
+        sent = _sent_token(app)
+        if isinstance(secret, str) and sent is not None:
+            SignedMemo.of_app(app, _CSRF_TOKENS).put(secret, sent)
 
 
 def register(app: Flask) -> None:

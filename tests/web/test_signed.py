@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import flask_wtf.csrf as flask_wtf_csrf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -144,3 +145,91 @@ def test_with_a_time_limit_tokens_are_signed_on_every_request(
     second = _meta_token(client.get("/q/2").get_data(as_text=True))
     assert first != second  # a new timestamp: each token is checked against the limit
     assert _save(client, assessment_id, first) == 200 and _save(client, assessment_id, second) == 200
+
+
+def _hidden_fields(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<input id="[^"]+" name="([^"]+)" type="hidden" value="([^"]*)"', page))
+
+
+def _count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token Flask-WTF verifies by its signature."""
+    checked: list[str] = []
+    original = flask_wtf_csrf.validate_csrf
+
+    def validate(data: str | None, *args: object, **kwargs: object) -> None:
+        checked.append(str(data))
+        original(data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flask_wtf_csrf, "validate_csrf", validate)
+    return checked
+
+
+def test_the_kept_token_is_compared_not_verified_again(
+    app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, assessment_id = _patient(app, db_session, "SIGN-8")
+    app.config["WTF_CSRF_ENABLED"] = True
+    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    checked = _count_signature_checks(monkeypatch)
+    assert _save(client, assessment_id, token) == 200
+    assert _save(client, assessment_id, token, value=3) == 200
+    assert checked == []
+    # The form post (no script) sends the same token in its field.
+    fields = _hidden_fields(client.get("/q/1").get_data(as_text=True))
+    assert fields["csrf_token"] == token
+    reply = client.post("/q/1", data={**fields, "value": "4", "go": "next"})
+    assert reply.status_code == 303 and checked == []
+
+
+def test_any_other_token_gets_flask_wtfs_check(
+    app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, assessment_id = _patient(app, db_session, "SIGN-9")
+    other, _ = _patient(app, db_session, "SIGN-10")
+    app.config["WTF_CSRF_ENABLED"] = True
+    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    others = _meta_token(other.get("/q/1").get_data(as_text=True))
+    checked = _count_signature_checks(monkeypatch)
+    for refused in (token[:-1], token + "x", others, "not.a.token"):
+        reply = client.post("/q/answer", json={"assessment": assessment_id, "item": "q1", "value": 2},
+                            headers={"X-CSRFToken": refused})
+        assert reply.status_code == 400 and reply.get_json()["code"] == "csrf", refused
+    assert checked == [token[:-1], token + "x", others, "not.a.token"]
+    fields = _hidden_fields(client.get("/q/1").get_data(as_text=True))
+    del fields["csrf_token"]
+    assert client.post("/q/1", data={**fields, "value": "2", "go": "next"}).status_code == 400
+    assert checked[-1] == "None"  # no token at all: Flask-WTF's check refuses it
+    assert _save(client, assessment_id, token) == 200  # the right one still passes
+
+
+def test_a_valid_token_signed_elsewhere_is_checked_once_then_kept(
+    app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, assessment_id = _patient(app, db_session, "SIGN-11")
+    app.config["WTF_CSRF_ENABLED"] = True
+    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    with app.app_context():  # as after a restart, or a page from another worker
+        app.extensions.pop("pro_signed_csrf_tokens")
+    checked = _count_signature_checks(monkeypatch)
+    assert _save(client, assessment_id, token) == 200
+    assert _save(client, assessment_id, token, value=3) == 200
+    assert checked == [token]
+    assert _meta_token(client.get("/q/2").get_data(as_text=True)) == token
+
+
+def test_over_https_the_kept_token_still_needs_a_referrer_of_this_host(
+    app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, assessment_id = _patient(app, db_session, "SIGN-12")
+    app.config["WTF_CSRF_ENABLED"] = True
+    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    checked = _count_signature_checks(monkeypatch)
+    body = {"assessment": assessment_id, "item": "q1", "value": 2}
+    headers = {"X-CSRFToken": token}
+    https = {"base_url": "https://localhost"}
+    assert client.post("/q/answer", json=body, headers=headers, **https).status_code == 400
+    foreign = {**headers, "Referer": "https://elsewhere.example/q/1"}
+    assert client.post("/q/answer", json=body, headers=foreign, **https).status_code == 400
+    own = {**headers, "Referer": "https://localhost/q/1"}
+    assert client.post("/q/answer", json=body, headers=own, **https).status_code == 200
+    assert checked == []
