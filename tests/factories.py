@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
@@ -94,3 +96,16 @@ def committed_started_patient(url: str, study_code: str, subject_code: str) -> t
             return issued.token, assessment.id
     finally:
         engine.dispose()
+
+
+def hidden_fields(page: str, action: str | None = None) -> dict[str, str]:
+    """The hidden inputs (name: value) of a page, or of its form posting to ``action``."""
+    if action is not None:
+        start = page.index(f'action="{action}"')
+        page = page[start:page.index("</form>", start)]
+    fields: dict[str, str] = {}
+    for tag in re.findall(r"<input\b[^>]*>", page):
+        name, value = re.search(r'\bname="([^"]*)"', tag), re.search(r'\bvalue="([^"]*)"', tag)
+        if name and 'type="hidden"' in tag:
+            fields[html.unescape(name.group(1))] = html.unescape(value.group(1)) if value else ""
+    return fields

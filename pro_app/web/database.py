@@ -8,7 +8,9 @@ they do waits for and then holds off every other writer. The patient's saves and
 are frequent and mostly reading (who is signed in, which questionnaire, is this a retry), so
 their views are marked :func:`reads_first`: they read without the lock and call
 :meth:`Database.begin_writing` just before writing, so that writers queue only for the
-writing itself.
+writing itself. On SQLite those reads run outside a transaction, as a page view's do (what
+the write depends on is read again under the lock), so the write's ``BEGIN IMMEDIATE`` is
+the request's only ``BEGIN`` and its commit the only ``COMMIT``.
 
 Pages that only show something are marked :func:`reads_only`: their GET requests run their
 statements outside a transaction (each statement is its own), which saves the BEGIN and
@@ -72,6 +74,10 @@ def _reads_only() -> bool:
     return has_request_context() and request.method in ("GET", "HEAD") and _view_marked(_READS_ONLY)
 
 
+def _reads_first() -> bool:
+    return has_request_context() and request.method not in _SAFE_METHODS and _view_marked(_READS_FIRST)
+
+
 def _reads_only_at_first() -> bool:
     if not has_request_context():
         return False
@@ -129,35 +135,43 @@ class Database:
         session: Session | None = g.get(_G_KEY)
         if session is None:
             state = self.state()
-            reading: Connection | None = g.get(_G_CONNECTION_KEY)
-            if reading is not None:  # a reads_only page view that began with Core statements
+            reading = g.get(_G_CONNECTION_KEY) or self._reading_connection(state)
+            if reading is not None:  # reading outside a transaction: the session shares the connection
                 session = state.reader(bind=reading)
             else:
                 session = (state.reader if _reads_only_at_first() else state.writer)()
             if _reads_only():
                 session.info[READ_ONLY_INFO] = True
-                if reading is None and state.sessions_on_engine:
-                    session.connection(execution_options=state.outside_transaction)
             setattr(g, _G_KEY, session)
         return session
+
+    @staticmethod
+    def _reading_connection(state: _AppDatabase) -> Connection | None:
+        """A pooled connection outside a transaction, kept for the request, when the request
+        reads that way: a page view marked :func:`reads_only`, or on SQLite the reading part of
+        a request marked :func:`reads_first`. None for anything else."""
+        if not state.sessions_on_engine or not (_reads_only() or (state.locks_to_write and _reads_first())):
+            return None
+        connection = state.engine.connect().execution_options(**state.outside_transaction)
+        setattr(g, _G_CONNECTION_KEY, connection)
+        return connection
 
     @property
     def connection(self) -> Connection:
         """The connection of the current request or command, for Core statements.
 
-        A page view marked :func:`reads_only` gets a pooled connection outside a transaction
-        without an ORM session, which would cost more than such a page's statements; a
-        session asked for later in the request is bound to it. Anywhere else this is the
-        session's connection.
+        A page view marked :func:`reads_only`, and on SQLite a request marked :func:`reads_first`
+        until it begins writing, gets a pooled connection outside a transaction without an ORM
+        session, which would cost more than such a request's statements; a session asked for
+        later in the request is bound to it. Anywhere else this is the session's connection.
         """
         connection: Connection | None = g.get(_G_CONNECTION_KEY)
         if connection is not None:
             return connection
-        state = self.state()
-        if g.get(_G_KEY) is None and state.sessions_on_engine and _reads_only():
-            connection = state.engine.connect().execution_options(**state.outside_transaction)
-            setattr(g, _G_CONNECTION_KEY, connection)
-            return connection
+        if g.get(_G_KEY) is None:
+            connection = self._reading_connection(self.state())
+            if connection is not None:
+                return connection
         return self.session.connection()
 
     @property
@@ -166,22 +180,40 @@ class Database:
         return bool(self.state().locks_to_write)
 
     def begin_writing(self) -> Session:
-        """End the request's reading transaction (it wrote nothing) and begin the writing one.
+        """End the request's reading (it wrote nothing) and begin the writing transaction.
 
-        On SQLite the new transaction takes the write lock at once (``BEGIN IMMEDIATE``). Objects
-        read before stay loaded and may be stale by now: what a write depends on is read again
-        inside it (the services lock and re-read the rows they change). Calling it again while
-        writing changes nothing. On PostgreSQL, which locks rows rather than the database, the
-        reading transaction simply goes on writing (no COMMIT and BEGIN round trips).
+        On SQLite the reads ran outside a transaction on the request's connection; the writing
+        transaction begins on that connection and takes the write lock at once (``BEGIN
+        IMMEDIATE``). Objects read before stay loaded and may be stale by now: what a write
+        depends on is read again inside it (the services lock and re-read the rows they
+        change). Calling it again while writing changes nothing. On PostgreSQL, which locks
+        rows rather than the database, the reading transaction simply goes on writing (no
+        COMMIT and BEGIN round trips).
         """
-        session = self.session
-        if not self.state().locks_to_write:
+        state = self.state()
+        if not state.locks_to_write:
+            return self.session
+        reading: Connection | None = g.get(_G_CONNECTION_KEY)
+        session: Session | None = g.get(_G_KEY)
+        if reading is None:  # a request that did not read first (a CLI command, a staff form)
+            session = self.session
+            if session.in_transaction():
+                if session.connection().get_execution_options().get(WRITE_OPTION, False):
+                    return session
+                session.commit()  # a reading transaction (nothing was written)
+            session.connection(execution_options={WRITE_OPTION: True})
             return session
-        if session.in_transaction():
-            if session.connection().get_execution_options().get(WRITE_OPTION, False):
+        if session is not None and session.in_transaction():
+            if reading.get_execution_options().get(WRITE_OPTION, False):
                 return session
-            session.commit()
-        session.connection(execution_options={WRITE_OPTION: True})
+            session.commit()  # the session's reads: no BEGIN was sent, nothing was written
+        if reading.in_transaction():
+            reading.commit()  # the Core statements' reads, likewise
+        reading.execution_options(**{NO_TRANSACTION_OPTION: False, WRITE_OPTION: True})
+        if session is None:  # only Core statements read: the session starts here, writing
+            session = state.writer(bind=reading)
+            setattr(g, _G_KEY, session)
+        session.connection()  # BEGIN IMMEDIATE
         return session
 
     @staticmethod

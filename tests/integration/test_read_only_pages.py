@@ -16,19 +16,19 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from pro_app import create_app
 from pro_app.db.engine import make_engine
 from pro_app.db.migrate import upgrade
-from pro_app.db.models import Participant
+from pro_app.db.models import Answer, Assessment, Participant
 from pro_app.domain.instruments import default_registry
 from pro_app.extensions import database
 from pro_app.web.database import ReadOnlyRequest, reads_only
 from pro_app.web.patient import context, views
 from pro_app.web.patient.context import item_id_at
 from tests.conftest import BACKENDS, app_config, migrated_sqlite, scratch_postgres
-from tests.factories import committed_started_patient
+from tests.factories import committed_started_patient, hidden_fields
 
 
 @pytest.fixture(params=BACKENDS)
@@ -63,11 +63,17 @@ def _in_transaction(dbapi_connection: Any) -> bool:
 
 
 def _selects_in_transaction(app: Flask, send: Any) -> list[bool]:
-    seen: list[bool] = []
+    return [in_transaction for kind, in_transaction in _statements_in_transaction(app, send) if kind == "SELECT"]
+
+
+def _statements_in_transaction(app: Flask, send: Any) -> list[tuple[str, bool]]:
+    """(first word, in a transaction) of each statement but BEGIN and COMMIT that ``send`` causes."""
+    seen: list[tuple[str, bool]] = []
 
     def before(conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append(_in_transaction(cursor.connection))
+        kind = statement.lstrip().split(None, 1)[0].upper()
+        if kind not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            seen.append((kind, _in_transaction(cursor.connection)))
 
     engine = app.extensions["pro_db"].engine
     event.listen(engine, "before_cursor_execute", before)
@@ -92,7 +98,15 @@ def test_page_views_run_outside_a_transaction(app: Flask, started: tuple[str, in
         response = client.post("/q/answer", json={"assessment": assessment_id, "item": "q3", "value": 2},
                                headers={"Idempotency-Key": str(uuid.uuid4())})
         assert response.status_code == 200
-    assert set(_selects_in_transaction(app, save)) == {True}  # saves always run in transactions
+    seen = _statements_in_transaction(app, save)
+    writing = seen.index(("SELECT", True))  # the questionnaire read again under the lock
+    assert all(in_transaction for _, in_transaction in seen[writing:])  # the write: one transaction
+    assert {kind for kind, _ in seen[writing:]} >= {"INSERT", "UPDATE"}
+    if app.extensions["pro_db"].locks_to_write:
+        # SQLite: who is signed in was read before the write lock was taken, outside a transaction.
+        assert seen[:writing] and seen[:writing] == [("SELECT", False)] * writing
+    else:
+        assert writing == 0  # PostgreSQL: the reads and the write are one transaction
     page = client.get("/q/3")
     assert page.status_code == 200 and b'name="value" value="2" checked>' in page.data  # the saved answer shows
 
@@ -191,3 +205,47 @@ def test_the_id_of_a_question_is_known_when_every_instrument_agrees(monkeypatch:
     other = SimpleNamespace(items=tuple(SimpleNamespace(id=f"x{item.number}") for item in qlq.items))
     monkeypatch.setattr(context, "default_registry", lambda: [qlq, other])
     assert item_id_at(3) is None
+
+
+def _writes_in_one_transaction(app: Flask, seen: list[tuple[str, bool]]) -> int:
+    """Where the write begins in ``seen``; everything from there is in one transaction and
+    what came before (on SQLite) only read, outside a transaction."""
+    writing = next(index for index, (_, in_transaction) in enumerate(seen) if in_transaction)
+    assert all(in_transaction for _, in_transaction in seen[writing:])
+    assert {kind for kind, _ in seen[writing:]} & {"INSERT", "UPDATE"}
+    if app.extensions["pro_db"].locks_to_write:
+        assert writing > 0 and {kind for kind, _ in seen[:writing]} == {"SELECT"}
+    else:
+        assert writing == 0
+    return writing
+
+
+def test_a_form_post_and_a_submission_read_first_then_write_in_one_transaction(
+    app: Flask, started: tuple[str, int]
+) -> None:
+    """The no-script answer post reads with Core statements only, the submission with the ORM
+    session as well: either way the write is one transaction begun after the reads."""
+    token, assessment_id = started
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    for number in range(1, 30):
+        response = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{number}", "value": 1},
+                               headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert response.status_code == 200
+
+    def post_the_last_answer() -> None:
+        response = client.post("/q/30", data={"assessment": assessment_id, "value": "5", "go": "review",
+                                              "request_id": str(uuid.uuid4())})
+        assert response.status_code == 303 and response.headers["Location"].endswith("/q/review")
+    _writes_in_one_transaction(app, _statements_in_transaction(app, post_the_last_answer))
+
+    review = client.get("/q/review").get_data(as_text=True)
+    fields = hidden_fields(review, "/q/submit")
+
+    def submit() -> None:
+        response = client.post("/q/submit", data=fields)
+        assert response.status_code == 303 and response.headers["Location"].endswith("/q/done")
+    _writes_in_one_transaction(app, _statements_in_transaction(app, submit))
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        assert connection.scalar(select(Assessment.status).where(Assessment.id == assessment_id)) == "completed"
+        assert connection.scalar(select(func.count()).select_from(Answer).where(Answer.assessment_id == assessment_id)) == 30

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from pro_app.db.models import Assessment
 from pro_app.web.signed import SignedMemo
-from tests.factories import enrol, link_for, make_study
+from tests.factories import enrol, hidden_fields, link_for, make_study
 
 
 def _patient(app: Flask, db_session: Session, code: str) -> tuple[FlaskClient, int]:
@@ -147,10 +147,6 @@ def test_with_a_time_limit_tokens_are_signed_on_every_request(
     assert _save(client, assessment_id, first) == 200 and _save(client, assessment_id, second) == 200
 
 
-def _hidden_fields(page: str) -> dict[str, str]:
-    return dict(re.findall(r'<input id="[^"]+" name="([^"]+)" type="hidden" value="([^"]*)"', page))
-
-
 def _count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every token Flask-WTF verifies by its signature."""
     checked: list[str] = []
@@ -175,7 +171,7 @@ def test_the_kept_token_is_compared_not_verified_again(
     assert _save(client, assessment_id, token, value=3) == 200
     assert checked == []
     # The form post (no script) sends the same token in its field.
-    fields = _hidden_fields(client.get("/q/1").get_data(as_text=True))
+    fields = hidden_fields(client.get("/q/1").get_data(as_text=True), "/q/1")
     assert fields["csrf_token"] == token
     reply = client.post("/q/1", data={**fields, "value": "4", "go": "next"})
     assert reply.status_code == 303 and checked == []
@@ -195,7 +191,7 @@ def test_any_other_token_gets_flask_wtfs_check(
                             headers={"X-CSRFToken": refused})
         assert reply.status_code == 400 and reply.get_json()["code"] == "csrf", refused
     assert checked == [token[:-1], token + "x", others, "not.a.token"]
-    fields = _hidden_fields(client.get("/q/1").get_data(as_text=True))
+    fields = hidden_fields(client.get("/q/1").get_data(as_text=True), "/q/1")
     del fields["csrf_token"]
     assert client.post("/q/1", data={**fields, "value": "2", "go": "next"}).status_code == 400
     assert checked[-1] == "None"  # no token at all: Flask-WTF's check refuses it
