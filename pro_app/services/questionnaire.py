@@ -248,10 +248,13 @@ _MARK_STARTED = (
     .values(status=AssessmentStatus.IN_PROGRESS.value, started_at=bindparam("new_started_at"))
 )
 _RECEIPTS = table_of(RequestReceipt)
-_FIND_RECEIPT = select(
+RECEIPTS = _RECEIPTS
+#: The columns of a :class:`StoredReceipt`, in its order.
+RECEIPT_COLUMNS = (
     _RECEIPTS.c.request_id, _RECEIPTS.c.kind, _RECEIPTS.c.participant_id, _RECEIPTS.c.assessment_id,
     _RECEIPTS.c.item_id, _RECEIPTS.c.value, _RECEIPTS.c.outcome, _RECEIPTS.c.recorded_at,
-).where(_RECEIPTS.c.request_id == bindparam("request_id"))
+)
+_FIND_RECEIPT = select(*RECEIPT_COLUMNS).where(_RECEIPTS.c.request_id == bindparam("request_id"))
 
 
 def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
@@ -464,6 +467,16 @@ def replayed_answer(
     receipt = find_receipt(session, request_id)
     if receipt is None:
         return None
+    return answer_replay(
+        receipt, participant_id=participant_id, assessment_id=assessment_id, item_id=item_id, value=value
+    )
+
+
+def answer_replay(
+    receipt: StoredReceipt, *, participant_id: int, assessment_id: int | None, item_id: str, value: object
+) -> SavedAnswer:
+    """The result of an answer request handled before, from its stored receipt (read by the
+    caller); a conflict when the request differs from the one the receipt is for."""
     if assessment_id is None or isinstance(value, bool) or not isinstance(value, int):
         raise ReusedRequestId(
             N_("This answer was not saved because the page was out of date. Please choose your answer again.")

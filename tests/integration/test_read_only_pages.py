@@ -249,3 +249,31 @@ def test_a_form_post_and_a_submission_read_first_then_write_in_one_transaction(
     with make_engine(app.config["DATABASE_URL"]).connect() as connection:
         assert connection.scalar(select(Assessment.status).where(Assessment.id == assessment_id)) == "completed"
         assert connection.scalar(select(func.count()).select_from(Answer).where(Answer.assessment_id == assessment_id)) == 30
+
+
+def test_a_save_reads_its_receipt_with_the_sign_in(app: Flask, started: tuple[str, int]) -> None:
+    """A save's one statement before writing is the sign-in, which also finds the request's
+    receipt: a repetition, or the same request id sent with another answer, is answered from it
+    alone, with nothing written."""
+    token, assessment_id = started
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    key = str(uuid.uuid4())
+    replies: list[Any] = []
+
+    def save(value: int) -> None:
+        replies.append(client.post("/q/answer", json={"assessment": assessment_id, "item": "q5", "value": value},
+                                   headers={"Idempotency-Key": key}))
+
+    writing = _writes_in_one_transaction(app, _statements_in_transaction(app, lambda: save(2)))
+    assert writing == (1 if app.extensions["pro_db"].locks_to_write else 0)
+    assert [kind for kind, _ in _statements_in_transaction(app, lambda: save(2))] == ["SELECT"]
+    first, again = replies
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == first.get_json()
+    assert [kind for kind, _ in _statements_in_transaction(app, lambda: save(3))] == ["SELECT"]
+    assert replies[-1].status_code == 409 and replies[-1].get_json()["code"] == "conflict"
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        stored = connection.scalar(select(Answer.value).where(Answer.assessment_id == assessment_id,
+                                                              Answer.item_id == "q5"))
+    assert stored == 2

@@ -29,7 +29,10 @@ from pro_app.services.access import link_is_usable
 from pro_app.services.questionnaire import (
     ASSESSMENTS,
     OPEN_ASSESSMENT_COLUMNS,
+    RECEIPT_COLUMNS,
+    RECEIPTS,
     OpenAssessment,
+    StoredReceipt,
     accepts_answers,
     answerable_now,
     choose_open_assessment,
@@ -82,6 +85,8 @@ class PatientContext:
     open_at_sign_in: tuple[datetime, OpenAssessment | None] | None = None
     #: The stored answer to the item asked for at the sign-in, of that questionnaire.
     answer_at_sign_in: StoredAnswer | None = None
+    #: The request id asked for at the sign-in, and its stored receipt (None: it has none).
+    receipt_at_sign_in: tuple[str, StoredReceipt | None] | None = None
 
     @property
     def actor(self) -> str:
@@ -193,6 +198,11 @@ _SIGNED_IN_LINK_WITH_ANSWER = _SIGNED_IN_LINK.add_columns(
     .where(_ANSWER.c.assessment_id == ASSESSMENTS.c.id, _ANSWER.c.item_id == bindparam("item_id"))
     .scalar_subquery()
 )
+# The answer save's variant: the receipt of the save's request id, in the last columns (NULLs
+# when there is none), so a repetition is known without a statement of its own.
+_SIGNED_IN_LINK_WITH_RECEIPT = _SIGNED_IN_LINK.add_columns(*RECEIPT_COLUMNS).outerjoin(
+    RECEIPTS, RECEIPTS.c.request_id == bindparam("request_id")
+)
 _SIGNED_IN_PARTICIPANT = (
     select(*_PARTICIPANT_COLUMNS)
     .join_from(_PARTICIPANT, _STUDY, _PARTICIPANT.c.study_id == _STUDY.c.id)
@@ -211,11 +221,12 @@ def item_id_at(number: int) -> str | None:
     return ids.pop() if len(ids) == 1 else None
 
 
-def load_patient(now: datetime, *, item_id: str | None = None) -> PatientContext | None:
+def load_patient(now: datetime, *, item_id: str | None = None, request_id: str | None = None) -> PatientContext | None:
     """The signed-in patient, or None when there is none or their link stopped being valid.
 
     With ``item_id``, a link sign-in also reads the stored answer to that item of the
-    questionnaire it finds open (``answer_at_sign_in``)."""
+    questionnaire it finds open (``answer_at_sign_in``); with ``request_id`` (not both), the
+    receipt of that request (``receipt_at_sign_in``)."""
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict):
         return None
@@ -224,10 +235,12 @@ def load_patient(now: datetime, *, item_id: str | None = None) -> PatientContext
     if "link" in data:
         grace = grace_period()
         parameters = {"link_id": data["link"], "now": now, "closed_after": now - grace}
-        if item_id is None:
-            rows = connection.execute(_SIGNED_IN_LINK, parameters).all()
-        else:
+        if item_id is not None:
             rows = connection.execute(_SIGNED_IN_LINK_WITH_ANSWER, {**parameters, "item_id": item_id}).all()
+        elif request_id is not None:
+            rows = connection.execute(_SIGNED_IN_LINK_WITH_RECEIPT, {**parameters, "request_id": request_id}).all()
+        else:
+            rows = connection.execute(_SIGNED_IN_LINK, parameters).all()
         if rows and link_is_usable(rows[0], now):
             participant = _participant_of(rows[0])
             candidates = [row[_OPEN_FROM:_OPEN_TO] for row in rows if row[_OPEN_FROM] is not None]
@@ -236,6 +249,9 @@ def load_patient(now: datetime, *, item_id: str | None = None) -> PatientContext
             if item_id is not None and chosen is not None:
                 value = next(row[_OPEN_TO] for row in rows if row[_OPEN_FROM] == chosen.id)
                 context.answer_at_sign_in = StoredAnswer(chosen.id, item_id, value)
+            if request_id is not None:
+                found = rows[0][_OPEN_TO:]
+                context.receipt_at_sign_in = (request_id, None if found[0] is None else StoredReceipt(*found))
     elif "participant" in data:
         row = connection.execute(_SIGNED_IN_PARTICIPANT, {"participant_id": data["participant"]}).first()
         if row is not None:

@@ -28,6 +28,8 @@ from pro_app.web.database import reads_first, reads_only
 from pro_app.services.access import find_link, link_is_usable
 from pro_app.services.questionnaire import (
     OpenAssessment,
+    SavedAnswer,
+    answer_replay,
     answer_value,
     answers_of,
     lock_assessment,
@@ -53,7 +55,14 @@ from pro_app.web.patient.context import (
     pending_answer,
     sign_in_with_link,
 )
-from pro_app.web.patient.forms import AnswerForm, CodeForm, StartForm, SubmitForm, read_answer_request
+from pro_app.web.patient.forms import (
+    AnswerForm,
+    AnswerRequest,
+    CodeForm,
+    StartForm,
+    SubmitForm,
+    read_answer_request,
+)
 
 bp = Blueprint("patient", __name__)
 
@@ -222,28 +231,28 @@ def save_answer() -> JsonResult:
     same request again (same request id) gets the same receipt without a second write, even
     when the questionnaire was submitted or closed since.
 
-    Everything is read before the write transaction begins (who is signed in, the open
-    questionnaire, and on SQLite whether this request was handled before), so that on SQLite
-    the write lock is held only for the write itself and a repetition is answered without
-    waiting for it. On PostgreSQL the write finds a repetition (its receipt is inserted first),
-    so a first request costs no round trip for the lookup."""
+    Everything is read before the write transaction begins, in the sign-in's one statement
+    (who is signed in, the open questionnaire, and whether this request was handled before),
+    so that on SQLite the write lock is held only for the write itself and a repetition is
+    answered without waiting for it, and on PostgreSQL a repetition costs no write."""
     now = utcnow()
-    context = load_patient(now)
+    form = read_answer_request()
+    refused: DomainError | None = None
+    try:
+        request_id = None if form is None else receipts.request_id_of(form.request_id)
+    except DomainError as error:
+        request_id, refused = None, error
+    context = load_patient(now, request_id=request_id)
     if context is None:
         return recovery.session_ended_json()
-    form = read_answer_request()
     if form is None:
         return recovery.json_error(_("The answer could not be read. Please choose it again."), "invalid", 400)
+    if refused is not None:
+        return recovery.json_error(_message(refused), _code(refused), _status(refused))
     assessment = open_assessment_for(context, now)
+    still_open = assessment is not None and assessment.id == form.assessment
     try:
-        request_id = receipts.request_id_of(form.request_id)
-        still_open = assessment is not None and assessment.id == form.assessment
-        # A repetition of a save gets its receipt, even when the questionnaire was submitted
-        # or closed since; a request id used for something else is a conflict.
-        replay = None if request_id is None or (still_open and not database.locks_to_write) else replayed_answer(
-            database.session, request_id, participant_id=context.participant.id, assessment_id=form.assessment,
-            item_id=form.item, value=form.value,
-        )
+        replay = _replay_of_save(context, request_id, form, still_open=still_open)
     except DomainError as error:
         return recovery.json_error(_message(error), _code(error), _status(error))
     if replay is not None:
@@ -273,6 +282,29 @@ def save_answer() -> JsonResult:
     if saved.replayed:
         return receipts.receipt_body(saved), 200, {receipts.REPLAYED_HEADER: "true"}
     return receipts.receipt_body(saved), 200
+
+
+def _replay_of_save(
+    context: PatientContext, request_id: str | None, form: AnswerRequest, *, still_open: bool
+) -> SavedAnswer | None:
+    """The stored result when this save was handled before (even if the questionnaire was
+    submitted or closed since), else None; a request id used for something else is a conflict.
+
+    The receipt is read with a link sign-in. Otherwise it is looked up on SQLite (so a
+    repetition needs no write lock), and on PostgreSQL only when the questionnaire no longer
+    takes answers: while it does, the write finds a repetition (its receipt is inserted first)."""
+    if request_id is None:
+        return None
+    read = context.receipt_at_sign_in
+    if read is not None and read[0] == request_id:
+        if read[1] is None:
+            return None
+        return answer_replay(read[1], participant_id=context.participant.id, assessment_id=form.assessment,
+                             item_id=form.item, value=form.value)
+    if still_open and not database.locks_to_write:
+        return None
+    return replayed_answer(database.session, request_id, participant_id=context.participant.id,
+                           assessment_id=form.assessment, item_id=form.item, value=form.value)
 
 
 @bp.get("/q/review")
