@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import AuditChainHead, AuditEvent
@@ -63,14 +63,12 @@ def _event_hash(
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
-# Appending is on every audited write (each answer a patient saves), so its three statements
-# are built once: Core statements on the tables, with the ORM's unit of work left out.
+# Appending is on every audited write (each answer a patient saves), so its two statements
+# are built once: Core statements on the tables, with the ORM's unit of work left out. The
+# insert moves the head: a database trigger (migration 0009) does, in the same statement, and
+# refuses an event whose sequence number and previous hash do not extend the head.
 _HEAD = table_of(AuditChainHead)
 _READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
-_MOVE_HEAD = (
-    update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
-)
-_CREATE_HEAD = insert(_HEAD).values(id=_HEAD_ID, last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
 _APPEND = insert(table_of(AuditEvent))
 
 
@@ -90,11 +88,12 @@ def record_event(
 
     ``actor`` names who acted: ``staff:<id>``, ``participant:<id>``, ``cli`` or ``system``.
     The chain's head row is read with a row lock (PostgreSQL; SQLite's writer holds the whole
-    database), so concurrent transactions extend the chain one after another.
+    database), so concurrent transactions extend the chain one after another; inserting the
+    event moves the head (a trigger).
     """
     session.flush()  # pending ORM changes reach the database before the event describing them
-    head = session.execute(_READ_HEAD).first()
-    last_seq, last_hash = (0, GENESIS_HASH) if head is None else (head.last_seq, head.last_hash)
+    head = session.execute(_READ_HEAD).one()  # made by the migrations, never removed
+    last_seq, last_hash = head.last_seq, head.last_hash
     fields: dict[str, Any] = {
         "seq": last_seq + 1,
         "occurred_at": utcnow(),
@@ -109,7 +108,6 @@ def record_event(
     }
     digest = _event_hash(**fields)
     session.execute(_APPEND, {**fields, "hash": digest})
-    session.execute(_CREATE_HEAD if head is None else _MOVE_HEAD, {"new_seq": fields["seq"], "new_hash": digest})
     return int(fields["seq"])
 
 

@@ -119,6 +119,45 @@ def test_postgresql_refuses_truncate(db_session: Session, connection: Connection
     assert verify_chain(db_session) == (3, None)
 
 
+def _head(connection: Connection) -> tuple[int, str]:
+    row = connection.execute(text("SELECT last_seq, last_hash FROM audit_chain_head WHERE id = 1")).one()
+    return row.last_seq, row.last_hash
+
+
+_RAW_APPEND = (
+    "INSERT INTO audit_events (seq, occurred_at, actor, action, entity_type, prev_hash, hash) "
+    "VALUES (:seq, CURRENT_TIMESTAMP, 'psql', 'forged', 'test', :prev, :hash)"
+)
+
+
+def test_each_event_moves_the_head_in_the_database(db_session: Session, connection: Connection) -> None:
+    """The head moves with the insert (migration 0009's trigger), not by a statement of the
+    application: whoever appends, the head names the last event."""
+    events = _three_events(db_session)
+    assert _head(connection) == (events[-1].seq, events[-1].hash)
+    seq = record_event(db_session, actor="cli", action="probe", entity_type="test")
+    appended = db_session.scalars(select(AuditEvent).where(AuditEvent.seq == seq)).one()
+    assert _head(connection) == (seq, appended.hash)
+    assert verify_chain(db_session) == (4, None)
+
+
+@pytest.mark.parametrize("wrong", ["seq", "prev_hash"])
+def test_the_database_refuses_an_event_that_does_not_extend_the_head(
+    db_session: Session, connection: Connection, wrong: str
+) -> None:
+    """A raw insert past the application (psql, a script) must follow the head: the next
+    number, and the head's hash as its previous hash; a fork or a gap is refused."""
+    events = _three_events(db_session)
+    db_session.commit()
+    last = events[-1]
+    values = {"seq": last.seq + 1, "prev": last.hash, "hash": "f" * 64}
+    values["seq" if wrong == "seq" else "prev"] = last.seq + 2 if wrong == "seq" else GENESIS_HASH
+    with pytest.raises(DBAPIError, match="extend the chain head"), connection.begin_nested():
+        connection.execute(text(_RAW_APPEND), values)
+    assert _head(connection) == (last.seq, last.hash)
+    assert verify_chain(db_session) == (3, None)
+
+
 def _disable_triggers(connection: Connection) -> None:
     """Simulate someone with direct database access (inside the rolled-back test transaction)."""
     if connection.dialect.name == "postgresql":

@@ -68,3 +68,50 @@ def test_audit_triggers_are_created_by_the_migration(connection: Connection, db_
     else:  # pragma: no cover - the failure branch
         savepoint.rollback()
         raise AssertionError("the database allowed an UPDATE of audit_events")
+
+
+def _at_revision_0008(tmp_path: Path, name: str) -> str:
+    url = f"sqlite:///{tmp_path / name}"
+    upgrade(url, "0008")
+    return url
+
+
+def _head_row(url: str) -> tuple[int, str] | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT last_seq, last_hash FROM audit_chain_head WHERE id = 1")).first()
+            return None if row is None else (row.last_seq, row.last_hash)
+    finally:
+        engine.dispose()
+
+
+def test_0009_makes_the_head_row_the_trigger_moves(tmp_path: Path) -> None:
+    """Before 0009 the application made the head with the first event: an empty trail had
+    none. 0009 makes it (the genesis, or the last event of a trail that lost its head row),
+    and keeps a head that is there."""
+    empty = _at_revision_0008(tmp_path, "empty.sqlite3")
+    assert _head_row(empty) is None
+    upgrade(empty)
+    assert _head_row(empty) == (0, "0" * 64)
+
+    headless = _at_revision_0008(tmp_path, "headless.sqlite3")
+    engine = make_engine(headless)
+    with engine.begin() as connection:
+        for seq, prev, digest in ((1, "0" * 64, "a" * 64), (2, "a" * 64, "b" * 64)):
+            connection.execute(text(
+                "INSERT INTO audit_events (seq, occurred_at, actor, action, entity_type, prev_hash, hash) "
+                "VALUES (:seq, CURRENT_TIMESTAMP, 'cli', 'probe', 'test', :prev, :hash)"
+            ), {"seq": seq, "prev": prev, "hash": digest})
+    engine.dispose()
+    upgrade(headless)
+    assert _head_row(headless) == (2, "b" * 64)
+
+    kept = _at_revision_0008(tmp_path, "kept.sqlite3")
+    engine = make_engine(kept)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO audit_chain_head (id, last_seq, last_hash) VALUES (1, 7, :h)"),
+                           {"h": "c" * 64})
+    engine.dispose()
+    upgrade(kept)
+    assert _head_row(kept) == (7, "c" * 64)

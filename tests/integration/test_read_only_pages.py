@@ -101,7 +101,7 @@ def test_page_views_run_outside_a_transaction(app: Flask, started: tuple[str, in
     seen = _statements_in_transaction(app, save)
     writing = seen.index(("SELECT", True))  # the questionnaire read again under the lock
     assert all(in_transaction for _, in_transaction in seen[writing:])  # the write: one transaction
-    assert {kind for kind, _ in seen[writing:]} >= {"INSERT", "UPDATE"}
+    assert "INSERT" in {kind for kind, _ in seen[writing:]}
     if app.extensions["pro_db"].locks_to_write:
         # SQLite: who is signed in was read before the write lock was taken, outside a transaction.
         assert seen[:writing] and seen[:writing] == [("SELECT", False)] * writing
