@@ -69,6 +69,10 @@ def _event_hash(
 # refuses an event whose sequence number and previous hash do not extend the head.
 _HEAD = table_of(AuditChainHead)
 _READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
+#: The head's row and columns, for a statement that reads the head with other rows (see the
+#: ``head`` argument of :func:`record_event`).
+CHAIN_HEAD = _HEAD
+CHAIN_HEAD_ID = _HEAD_ID
 _APPEND = insert(table_of(AuditEvent))
 
 
@@ -82,6 +86,7 @@ def record_event(
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
     reason: str | None = None,
+    head: tuple[int, str] | None = None,
 ) -> int:
     """Append one event to the chain (written, not committed: the caller owns the
     transaction) and return its sequence number.
@@ -89,11 +94,16 @@ def record_event(
     ``actor`` names who acted: ``staff:<id>``, ``participant:<id>``, ``cli`` or ``system``.
     The chain's head row is read with a row lock (PostgreSQL; SQLite's writer holds the whole
     database), so concurrent transactions extend the chain one after another; inserting the
-    event moves the head (a trigger).
+    event moves the head (a trigger). ``head`` is the head's (last_seq, last_hash) when the
+    caller read it already, inside this transaction and holding SQLite's write lock, with no
+    event appended since: the statement reading it is spared. Were it stale, the database
+    would refuse the event.
     """
     session.flush()  # pending ORM changes reach the database before the event describing them
-    head = session.execute(_READ_HEAD).one()  # made by the migrations, never removed
-    last_seq, last_hash = head.last_seq, head.last_hash
+    if head is None:
+        read = session.execute(_READ_HEAD).one()  # made by the migrations, never removed
+        head = (read.last_seq, read.last_hash)
+    last_seq, last_hash = head
     fields: dict[str, Any] = {
         "seq": last_seq + 1,
         "occurred_at": utcnow(),

@@ -36,7 +36,7 @@ from pro_app.domain.errors import N_, Conflict, ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
 from pro_app.domain.states import AssessmentMode, AssessmentStatus, ParticipantStatus
 from pro_app.services.alerts import evaluate_submission
-from pro_app.services.audit import record_event
+from pro_app.services.audit import CHAIN_HEAD, CHAIN_HEAD_ID, record_event
 from pro_app.services.scores import store_scores
 
 #: Longest request id stored (UUIDs are 36 characters; older submission keys up to 64).
@@ -241,6 +241,13 @@ _LOCK_ASSESSMENT_VALUES = (
     )))
     .where(_ASSESSMENT_TABLE.c.id == bindparam("id"))
     .with_for_update(of=_ASSESSMENT_TABLE)
+)
+# SQLite's variant, which also reads the audit chain's head: its writer holds the whole
+# database from BEGIN IMMEDIATE on, so the head read first is still the head when the event is
+# appended (PostgreSQL locks the head's row only then, to hold it as briefly as it can).
+_LOCK_ASSESSMENT_VALUES_AND_HEAD = (
+    _LOCK_ASSESSMENT_VALUES.add_columns(CHAIN_HEAD.c.last_seq, CHAIN_HEAD.c.last_hash)
+    .join(CHAIN_HEAD, CHAIN_HEAD.c.id == CHAIN_HEAD_ID)
 )
 _MARK_STARTED = (
     update(_ASSESSMENT_TABLE)
@@ -554,7 +561,9 @@ def record_answer(
         )
 
     session.flush()  # what the caller changed in the session is written before the re-read
-    locked = session.connection().execute(_LOCK_ASSESSMENT_VALUES, {"id": assessment_id, "item_id": item_id}).one()
+    connection = session.connection()
+    lock = _LOCK_ASSESSMENT_VALUES_AND_HEAD if connection.dialect.name == "sqlite" else _LOCK_ASSESSMENT_VALUES
+    locked = connection.execute(lock, {"id": assessment_id, "item_id": item_id}).one()
     if not accepts_answers(locked, now, grace):  # submitted, closed, or not open yet
         replay = replayed() if given else None
         if replay is not None:
@@ -562,8 +571,10 @@ def record_answer(
         if locked.status == AssessmentStatus.COMPLETED.value:
             raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
         raise Conflict(N_("This questionnaire is closed; answers can no longer be saved."))
+    head = (locked.last_seq, locked.last_hash) if lock is _LOCK_ASSESSMENT_VALUES_AND_HEAD else None
     saved = _write_answer(
         session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now, request_id=request_id,
+        head=head,
     )
     if saved is not None:
         return saved
@@ -582,10 +593,11 @@ def _write_answer(
     actor: str,
     now: datetime,
     request_id: str,
+    head: tuple[int, str] | None,
 ) -> SavedAnswer | None:
     """The writes of one answer save; ``assessment`` is the questionnaire's row read under the
-    lock, with the stored answer to ``item_id``. None, with nothing written, when the request id
-    has a receipt already."""
+    lock, with the stored answer to ``item_id`` (and on SQLite the audit chain's ``head``). None,
+    with nothing written, when the request id has a receipt already."""
     stored_id, stored_value = assessment.stored_answer_id, assessment.stored_value
     changed = stored_id is None or stored_value != value
     # The receipt first: a duplicate request stops here, before it has changed anything.
@@ -626,6 +638,7 @@ def _write_answer(
         entity_id=assessment.id,
         before=None if stored_id is None else {"value": stored_value},
         after={"item": item_id, "value": value, "locale": locale, "mode": assessment.mode, "request_id": request_id},
+        head=head,
     )
     return SavedAnswer(item_id, value, changed=True, request_id=request_id, saved_at=now)
 

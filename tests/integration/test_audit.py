@@ -158,6 +158,24 @@ def test_the_database_refuses_an_event_that_does_not_extend_the_head(
     assert verify_chain(db_session) == (3, None)
 
 
+def test_an_event_given_a_stale_head_is_refused(db_session: Session) -> None:
+    """A caller that read the head itself (the answer save on SQLite) and passes an outdated
+    one gets an error from the database, not a forked chain."""
+    events = _three_events(db_session)
+    db_session.commit()
+    stale = (events[-2].seq, events[-2].hash)  # its next number is taken: refused as a duplicate
+    with pytest.raises(DBAPIError, match="(?i)unique|duplicate key"):
+        record_event(db_session, actor="cli", action="probe", entity_type="test", head=stale)
+    db_session.rollback()
+    forked = (events[-1].seq, events[-2].hash)  # the next number, but not after the last event
+    with pytest.raises(DBAPIError, match="extend the chain head"):
+        record_event(db_session, actor="cli", action="probe", entity_type="test", head=forked)
+    db_session.rollback()
+    current = (events[-1].seq, events[-1].hash)
+    assert record_event(db_session, actor="cli", action="probe", entity_type="test", head=current) == 4
+    assert verify_chain(db_session) == (4, None)
+
+
 def _disable_triggers(connection: Connection) -> None:
     """Simulate someone with direct database access (inside the rolled-back test transaction)."""
     if connection.dialect.name == "postgresql":

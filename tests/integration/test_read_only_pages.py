@@ -19,11 +19,12 @@ from flask import Flask
 from sqlalchemy import event, func, select, update
 
 from pro_app import create_app
-from pro_app.db.engine import make_engine
+from pro_app.db.engine import make_engine, make_session_factory
 from pro_app.db.migrate import upgrade
 from pro_app.db.models import Answer, Assessment, Participant
 from pro_app.domain.instruments import default_registry
 from pro_app.extensions import database
+from pro_app.services.audit import verify_chain
 from pro_app.web.database import ReadOnlyRequest, reads_only
 from pro_app.web.patient import context, views
 from pro_app.web.patient.context import item_id_at
@@ -277,3 +278,32 @@ def test_a_save_reads_its_receipt_with_the_sign_in(app: Flask, started: tuple[st
         stored = connection.scalar(select(Answer.value).where(Answer.assessment_id == assessment_id,
                                                               Answer.item_id == "q5"))
     assert stored == 2
+
+
+def test_a_save_writes_with_few_statements_and_the_trail_verifies(app: Flask, started: tuple[str, int]) -> None:
+    """The write of a first answer: the questionnaire read under the lock with the stored
+    answer (on SQLite with the audit chain's head too, the whole database being locked), the
+    receipt, the answer and the event; the head moves with the event (a trigger)."""
+    token, assessment_id = started
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+
+    def save() -> None:
+        response = client.post("/q/answer", json={"assessment": assessment_id, "item": "q7", "value": 3},
+                               headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert response.status_code == 200
+    seen = _statements_in_transaction(app, save)
+    writing = _writes_in_one_transaction(app, seen)
+    kinds = [kind for kind, _ in seen[writing:]]
+    if app.extensions["pro_db"].locks_to_write:
+        assert kinds == ["SELECT", "INSERT", "INSERT", "INSERT"]
+    else:
+        # The sign-in (the same transaction), then the write; the head's row is locked late.
+        assert kinds == ["SELECT", "SELECT", "INSERT", "INSERT", "SELECT", "INSERT"]
+    engine = make_engine(app.config["DATABASE_URL"])
+    try:
+        with make_session_factory(engine)() as session:
+            checked, broken = verify_chain(session)
+            assert broken is None and checked >= 2  # the start and this answer, at least
+    finally:
+        engine.dispose()
