@@ -147,6 +147,15 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# Waiting for the write turn: a writer holds it for a millisecond or two (its statements and
+# the commit's fsync), so the next one polls finely at first -- each pause overshoots by the
+# kernel's timer slack, and a coarse pause would leave the database idle after every turn --
+# and backs off only when the queue is long.
+_FIRST_PAUSE = 0.0001
+_FINE_POLLING = 0.005
+_LONGEST_PAUSE = 0.001
+
+
 class QueuedWriterConnection(sqlite3.Connection):
     """A pysqlite connection whose write transactions take turns on an operating-system lock.
 
@@ -178,19 +187,21 @@ class QueuedWriterConnection(sqlite3.Connection):
             return
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + self._timeout
-        pause = 0.0001
+        started = time.monotonic()
+        deadline = started + self._timeout
+        pause = _FIRST_PAUSE
         while True:
             try:
                 _fcntl.flock(self._lock_fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
                 self._holding = True
                 return
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     raise sqlite3.OperationalError("database is locked") from None
-                # Short pauses: the writer ahead holds the lock for a millisecond or two.
                 time.sleep(pause)
-                pause = min(pause * 2, 0.001)
+                if now - started >= _FINE_POLLING:
+                    pause = min(pause * 2, _LONGEST_PAUSE)
 
     def _end_write_turn(self) -> None:
         if self._holding and self._lock_fd is not None and _fcntl is not None:
