@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, insert, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from pro_app.db.models import AuditChainHead, AuditEvent
 from pro_app.db.models.base import table_of
@@ -74,6 +74,22 @@ _READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == _HE
 CHAIN_HEAD = _HEAD
 CHAIN_HEAD_ID = _HEAD_ID
 _APPEND = insert(table_of(AuditEvent))
+#: ``Session.info`` key of the head this transaction's last event made: the head's row stays
+#: this transaction's until it ends (locked on PostgreSQL, the whole database on SQLite), so a
+#: transaction appending several events (a submission: its scores, alerts and notifications)
+#: reads the head once. Forgotten when the transaction ends and when any savepoint rolls back.
+_HEAD_MADE = "pro_app_audit_head_made"
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_head_after_rollback(session: Session, _previous: SessionTransaction) -> None:
+    session.info.pop(_HEAD_MADE, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_head_after_transaction(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HEAD_MADE, None)
 
 
 def record_event(
@@ -96,10 +112,12 @@ def record_event(
     database), so concurrent transactions extend the chain one after another; inserting the
     event moves the head (a trigger). ``head`` is the head's (last_seq, last_hash) when the
     caller read it already, inside this transaction and holding SQLite's write lock, with no
-    event appended since: the statement reading it is spared. Were it stale, the database
-    would refuse the event.
+    event appended since: the statement reading it is spared, as it is for the second and
+    later events of a transaction. Were it stale, the database would refuse the event.
     """
     session.flush()  # pending ORM changes reach the database before the event describing them
+    if head is None:
+        head = session.info.get(_HEAD_MADE)
     if head is None:
         read = session.execute(_READ_HEAD).one()  # made by the migrations, never removed
         head = (read.last_seq, read.last_hash)
@@ -118,6 +136,7 @@ def record_event(
     }
     digest = _event_hash(**fields)
     session.execute(_APPEND, {**fields, "hash": digest})
+    session.info[_HEAD_MADE] = (fields["seq"], digest)
     return int(fields["seq"])
 
 

@@ -26,7 +26,6 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import (
     Column, ColumnElement, Connection, Row, Table, TextClause, and_, bindparam, insert, literal, select, text, update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
@@ -279,7 +278,7 @@ def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
 
 
 #: The receipt of a request, unless the request id has one: a duplicate is no error, so the
-#: save needs no savepoint.
+#: save and the submission need no savepoint.
 _ADD_RECEIPT_ONCE = _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id)
 _ADD_ANSWER = insert(_ANSWER_TABLE)
 _CHANGE_ANSWER = (
@@ -743,17 +742,17 @@ def submit_assessment(
         raise Conflict(N_("This questionnaire has already been submitted."))
     if not accepts_answers(assessment, now, grace):
         raise Conflict(N_("This questionnaire is closed and can no longer be submitted."))
-    try:
-        with session.begin_nested():
-            return _write_submission(
-                session, assessment, instrument, submission_key=submission_key, actor=actor, base_url=base_url, now=now
-            )
-    except IntegrityError:
-        stored = find_receipt(session, submission_key)
-        if stored is None:
-            raise
-        _check_submission_receipt(stored, participant_id=participant_id, assessment_id=assessment_id)
-        return Submission(lock_assessment(session, assessment_id), replayed=True, scores={})
+    submission = _write_submission(
+        session, assessment, instrument, submission_key=submission_key, actor=actor, base_url=base_url, now=now
+    )
+    if submission is not None:
+        return submission
+    # A copy of this request committed its receipt meanwhile (on PostgreSQL the insert waited
+    # for it): nothing was written here, and its result is this one's.
+    stored = find_receipt(session, submission_key)
+    assert stored is not None, "a receipt insert conflicted with no receipt"
+    _check_submission_receipt(stored, participant_id=participant_id, assessment_id=assessment_id)
+    return Submission(lock_assessment(session, assessment_id), replayed=True, scores={})
 
 
 def _write_submission(
@@ -765,18 +764,21 @@ def _write_submission(
     actor: str,
     base_url: str,
     now: datetime,
-) -> Submission:
-    session.add(
-        RequestReceipt(
-            request_id=submission_key,
-            kind=ReceiptKind.SUBMIT.value,
-            participant_id=assessment.participant_id,
-            assessment_id=assessment.id,
-            outcome=ReceiptOutcome.SUBMITTED.value,
-            recorded_at=now,
-        )
-    )
-    session.flush()
+) -> Submission | None:
+    """The writes of a submission, the receipt first: None, with nothing written, when the
+    submission key has a receipt already (no savepoint needed, as for an answer save)."""
+    added = session.execute(_ADD_RECEIPT_ONCE, {
+        "request_id": submission_key,
+        "kind": ReceiptKind.SUBMIT.value,
+        "participant_id": assessment.participant_id,
+        "assessment_id": assessment.id,
+        "item_id": None,
+        "value": None,
+        "outcome": ReceiptOutcome.SUBMITTED.value,
+        "recorded_at": now,
+    }).first()
+    if added is None:
+        return None
     answers = answers_of(session, assessment)
     assessment.status = AssessmentStatus.COMPLETED.value
     assessment.submitted_at = now

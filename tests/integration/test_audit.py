@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, delete, event, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -156,6 +156,35 @@ def test_the_database_refuses_an_event_that_does_not_extend_the_head(
         connection.execute(text(_RAW_APPEND), values)
     assert _head(connection) == (last.seq, last.hash)
     assert verify_chain(db_session) == (3, None)
+
+
+def test_a_transaction_reads_the_head_once_and_again_after_a_rollback(
+    db_session: Session, connection: Connection
+) -> None:
+    """The head's row stays the transaction's once read (locked, or the whole database on
+    SQLite): later events of the transaction use the head the last one made. A rolled-back
+    savepoint undoes its events, so the head is read again after it."""
+    reads: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM audit_chain_head" in statement:
+            reads.append(statement)
+
+    event.listen(connection, "before_cursor_execute", before)
+    try:
+        _three_events(db_session)
+        assert len(reads) == 1
+        nested = db_session.begin_nested()
+        record_event(db_session, actor="cli", action="undone", entity_type="test")
+        nested.rollback()
+        assert record_event(db_session, actor="cli", action="probe", entity_type="test") == 4
+        assert len(reads) == 2
+    finally:
+        event.remove(connection, "before_cursor_execute", before)
+    assert verify_chain(db_session) == (4, None)
+    db_session.commit()
+    assert record_event(db_session, actor="cli", action="next", entity_type="test") == 5  # read anew
+    assert verify_chain(db_session) == (5, None)
 
 
 def test_an_event_given_a_stale_head_is_refused(db_session: Session) -> None:

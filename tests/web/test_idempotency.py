@@ -33,6 +33,7 @@ from pro_app.db.types import utcnow
 from pro_app.domain.errors import Conflict
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
+from pro_app.services import questionnaire
 from pro_app.services.access import revoke_links
 from pro_app.services.questionnaire import (
     OpenAssessment,
@@ -377,6 +378,34 @@ def test_submission_with_an_answer_key_is_a_conflict(client: FlaskClient, patien
     assert response.status_code == 409 and "page was out of date" in response.get_data(as_text=True)
     db_session.expire_all()
     assert db_session.get(Assessment, patient.assessment.id).status == "in_progress"  # type: ignore[union-attr]
+
+
+def test_a_submission_key_taken_meanwhile_writes_nothing(
+    client: FlaskClient, patient: Patient, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key's receipt appears between the submission's lookup and its own insert (another
+    request committed it): the insert writes nothing, no savepoint is needed, and the stored
+    receipt decides -- here one of an answer save, so a conflict, with nothing submitted."""
+    _start(client, patient)
+    key = _key()
+    client.post("/q/answer", json={"assessment": patient.assessment.id, "item": "q1", "value": 2},
+                headers={"Idempotency-Key": key})
+    looked_up: list[str] = []
+    original = questionnaire.find_receipt
+
+    def racing_lookup(session: Session, request_id: str) -> Any:
+        looked_up.append(request_id)
+        return None if len(looked_up) == 1 else original(session, request_id)  # the first one misses
+
+    monkeypatch.setattr(questionnaire, "find_receipt", racing_lookup)
+    response = client.post("/q/submit", data={"assessment": patient.assessment.id, "request_id": key, "confirm_missing": "y"})
+    assert response.status_code == 409 and "page was out of date" in response.get_data(as_text=True)
+    assert looked_up == [key, key]  # before the insert, and the stored receipt after it
+    db_session.expire_all()
+    assessment = db_session.get(Assessment, patient.assessment.id)
+    assert assessment is not None and assessment.status == "in_progress" and assessment.submission_key is None
+    assert db_session.scalar(select(func.count()).select_from(ScaleScore).where(
+        ScaleScore.assessment_id == patient.assessment.id)) == 0
 
 
 def test_submission_without_a_key_still_submits_once(client: FlaskClient, patient: Patient, db_session: Session) -> None:
