@@ -62,7 +62,9 @@ def reads_only(view: View) -> View:
 
 
 class ReadOnlyRequest(RuntimeError):
-    """A request marked :func:`reads_only` tried to write."""
+    """A request tried to write while it may only read: a page view marked :func:`reads_only`,
+    or on SQLite a request marked :func:`reads_first` before :meth:`Database.begin_writing`
+    (its reads run outside a transaction: a write there would not be atomic)."""
 
 
 def _view_marked(mark: str) -> bool:
@@ -89,7 +91,7 @@ def _reads_only_at_first() -> bool:
 @event.listens_for(Session, "before_flush")
 def _refuse_flush(session: Session, _context: UOWTransaction, _instances: object) -> None:
     if session.info.get(READ_ONLY_INFO) and (session.new or session.dirty or session.deleted):
-        raise ReadOnlyRequest("a page marked reads_only changed data")
+        raise ReadOnlyRequest("a request changed data while only reading (reads_only, or reads_first before begin_writing)")
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -97,7 +99,7 @@ def _refuse_statement(execute_state: ORMExecuteState) -> None:
     if execute_state.session.info.get(READ_ONLY_INFO) and (
         execute_state.is_insert or execute_state.is_update or execute_state.is_delete
     ):
-        raise ReadOnlyRequest("a page marked reads_only sent a write statement")
+        raise ReadOnlyRequest("a request sent a write statement while only reading (reads_only, or reads_first before begin_writing)")
 
 
 class Database:
@@ -140,7 +142,7 @@ class Database:
                 session = state.reader(bind=reading)
             else:
                 session = (state.reader if _reads_only_at_first() else state.writer)()
-            if _reads_only():
+            if _reads_only() or reading is not None:  # a page view, or a reads_first request's reads
                 session.info[READ_ONLY_INFO] = True
             setattr(g, _G_KEY, session)
         return session
@@ -207,6 +209,8 @@ class Database:
             if reading.get_execution_options().get(WRITE_OPTION, False):
                 return session
             session.commit()  # the session's reads: no BEGIN was sent, nothing was written
+        if session is not None:
+            session.info.pop(READ_ONLY_INFO, None)
         if reading.in_transaction():
             reading.commit()  # the Core statements' reads, likewise
         reading.execution_options(**{NO_TRANSACTION_OPTION: False, WRITE_OPTION: True})

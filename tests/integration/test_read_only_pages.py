@@ -24,8 +24,8 @@ from pro_app.db.migrate import upgrade
 from pro_app.db.models import Answer, Assessment, Participant
 from pro_app.domain.instruments import default_registry
 from pro_app.extensions import database
-from pro_app.services.audit import verify_chain
-from pro_app.web.database import ReadOnlyRequest, reads_only
+from pro_app.services.audit import record_event, verify_chain
+from pro_app.web.database import ReadOnlyRequest, reads_first, reads_only
 from pro_app.web.patient import context, views
 from pro_app.web.patient.context import item_id_at
 from tests.conftest import BACKENDS, app_config, migrated_sqlite, scratch_postgres
@@ -307,3 +307,35 @@ def test_a_save_writes_with_few_statements_and_the_trail_verifies(app: Flask, st
             assert broken is None and checked >= 2  # the start and this answer, at least
     finally:
         engine.dispose()
+
+
+def test_a_reads_first_request_writes_only_after_begin_writing(
+    app: Flask, started: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """On SQLite a reads_first request reads outside a transaction, where a write would not be
+    atomic: one before ``begin_writing`` is refused. On PostgreSQL the reads are already in the
+    transaction that writes, and the write goes through."""
+    def rename(write_first: bool) -> str:
+        participant = database.session.scalars(select(Participant)).first()
+        assert participant is not None
+        if write_first:
+            database.begin_writing()
+        participant.locale = "fr" if write_first else "es"
+        record_event(database.session, actor="test", action="participant.update", entity_type="participant",
+                     entity_id=participant.id)
+        database.session.commit()
+        return "changed"
+
+    app.add_url_rule("/test/early", view_func=reads_first(lambda: rename(False)), endpoint="early", methods=["POST"])
+    app.add_url_rule("/test/in-turn", view_func=reads_first(lambda: rename(True)), endpoint="in_turn", methods=["POST"])
+    client = app.test_client()
+    sqlite = app.extensions["pro_db"].locks_to_write
+    with caplog.at_level(logging.ERROR):
+        assert client.post("/test/early").status_code == (500 if sqlite else 200)
+    if sqlite:
+        assert [record.exc_info[0] for record in caplog.records if record.exc_info] == [ReadOnlyRequest]
+        with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+            assert connection.scalar(select(Participant.locale)) == "en"
+    assert client.post("/test/in-turn").data == b"changed"
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        assert connection.scalar(select(Participant.locale)) == "fr"
