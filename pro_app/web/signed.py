@@ -78,8 +78,8 @@ def csrf_token() -> str:
     signed: str | None = g.get(field)
     if signed:
         return signed
-    secret = session.get(field)
-    if app.config["WTF_CSRF_TIME_LIMIT"] is not None or not isinstance(secret, str):
+    secret = _kept_session_secret(app)
+    if secret is None:
         return str(generate_csrf())
     memo: SignedMemo[str] = SignedMemo.of_app(app, _CSRF_TOKENS)
     signed = memo.get(secret)
@@ -95,15 +95,12 @@ def csrf_token() -> str:
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def _kept_token_of_session(app: Flask) -> tuple[str, str] | None:
-    """(the session's CSRF secret, the token kept for it), when tokens have no time limit."""
+def _kept_session_secret(app: Flask) -> str | None:
+    """The session's CSRF secret, when its signed token may be kept (tokens have no time limit)."""
     if app.config["WTF_CSRF_TIME_LIMIT"] is not None:
         return None
     secret = session.get(app.config["WTF_CSRF_FIELD_NAME"])
-    if not isinstance(secret, str):
-        return None
-    kept: str | None = SignedMemo.of_app(app, _CSRF_TOKENS).get(secret)
-    return None if kept is None else (secret, kept)
+    return secret if isinstance(secret, str) else None
 
 
 def _sent_token(app: Flask) -> str | None:
@@ -124,12 +121,19 @@ class KeptTokenCSRFProtect(CSRFProtect):
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if request.method not in app.config["WTF_CSRF_METHODS"]:
             return
-        kept = _kept_token_of_session(app)
-        sent = _sent_token(app) if kept is not None else None
-        if kept is None or sent is None or not hmac.compare_digest(sent.encode(), kept[1].encode()):
+        secret = _kept_session_secret(app)
+        sent = _sent_token(app) if secret is not None else None
+        if secret is None or sent is None:
+            super().protect(apply_exemptions=apply_exemptions)
+            return
+        memo: SignedMemo[str] = SignedMemo.of_app(app, _CSRF_TOKENS)
+        kept = memo.get(secret)
+        if kept is None or not hmac.compare_digest(sent.encode(), kept.encode()):
             super().protect(apply_exemptions=apply_exemptions)
             if g.get("csrf_valid"):
-                self._keep_checked_token(app)
+                # Signed by another worker, or before this process started: kept as the
+                # session's token, so the next request compares instead.
+                memo.put(secret, sent)
             return
         if request.is_secure and app.config["WTF_CSRF_SSL_STRICT"]:
             # As Flask-WTF checks it over HTTPS: the post comes from a page of this host.
@@ -138,17 +142,6 @@ class KeptTokenCSRFProtect(CSRFProtect):
             if not same_origin(request.referrer, f"https://{request.host}/"):
                 self._error_response("The referrer does not match the host.")
         g.csrf_valid = True
-
-    @staticmethod
-    def _keep_checked_token(app: Flask) -> None:
-        """Keep a token that passed Flask-WTF's check (signed by another worker, or before this
-        process started) as the session's token, so the next request compares instead."""
-        if app.config["WTF_CSRF_TIME_LIMIT"] is not None:
-            return
-        secret = session.get(app.config["WTF_CSRF_FIELD_NAME"])
-        sent = _sent_token(app)
-        if isinstance(secret, str) and sent is not None:
-            SignedMemo.of_app(app, _CSRF_TOKENS).put(secret, sent)
 
 
 def register(app: Flask) -> None:

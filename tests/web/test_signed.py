@@ -147,6 +147,13 @@ def test_with_a_time_limit_tokens_are_signed_on_every_request(
     assert _save(client, assessment_id, first) == 200 and _save(client, assessment_id, second) == 200
 
 
+def _patient_with_token(app: Flask, db_session: Session, code: str) -> tuple[FlaskClient, int, str]:
+    """A started patient, CSRF checks on, and the token their question page shows."""
+    client, assessment_id = _patient(app, db_session, code)
+    app.config["WTF_CSRF_ENABLED"] = True
+    return client, assessment_id, _meta_token(client.get("/q/1").get_data(as_text=True))
+
+
 def _count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every token Flask-WTF verifies by its signature."""
     checked: list[str] = []
@@ -163,9 +170,7 @@ def _count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_the_kept_token_is_compared_not_verified_again(
     app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, assessment_id = _patient(app, db_session, "SIGN-8")
-    app.config["WTF_CSRF_ENABLED"] = True
-    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    client, assessment_id, token = _patient_with_token(app, db_session, "SIGN-8")
     checked = _count_signature_checks(monkeypatch)
     assert _save(client, assessment_id, token) == 200
     assert _save(client, assessment_id, token, value=3) == 200
@@ -180,10 +185,8 @@ def test_the_kept_token_is_compared_not_verified_again(
 def test_any_other_token_gets_flask_wtfs_check(
     app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, assessment_id = _patient(app, db_session, "SIGN-9")
-    other, _ = _patient(app, db_session, "SIGN-10")
-    app.config["WTF_CSRF_ENABLED"] = True
-    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    other, _ = _patient(app, db_session, "SIGN-10")  # started before CSRF checks are on
+    client, assessment_id, token = _patient_with_token(app, db_session, "SIGN-9")
     others = _meta_token(other.get("/q/1").get_data(as_text=True))
     checked = _count_signature_checks(monkeypatch)
     for refused in (token[:-1], token + "x", others, "not.a.token"):
@@ -201,9 +204,7 @@ def test_any_other_token_gets_flask_wtfs_check(
 def test_a_valid_token_signed_elsewhere_is_checked_once_then_kept(
     app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, assessment_id = _patient(app, db_session, "SIGN-11")
-    app.config["WTF_CSRF_ENABLED"] = True
-    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    client, assessment_id, token = _patient_with_token(app, db_session, "SIGN-11")
     with app.app_context():  # as after a restart, or a page from another worker
         app.extensions.pop("pro_signed_csrf_tokens")
     checked = _count_signature_checks(monkeypatch)
@@ -216,9 +217,7 @@ def test_a_valid_token_signed_elsewhere_is_checked_once_then_kept(
 def test_over_https_the_kept_token_still_needs_a_referrer_of_this_host(
     app: Flask, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, assessment_id = _patient(app, db_session, "SIGN-12")
-    app.config["WTF_CSRF_ENABLED"] = True
-    token = _meta_token(client.get("/q/1").get_data(as_text=True))
+    client, assessment_id, token = _patient_with_token(app, db_session, "SIGN-12")
     checked = _count_signature_checks(monkeypatch)
     body = {"assessment": assessment_id, "item": "q1", "value": 2}
     headers = {"X-CSRFToken": token}
