@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import (
     Alert,
     Assessment,
     OutboxMessage,
+    Participant,
     ScaleScore,
     StaffUser,
     Study,
@@ -46,12 +47,53 @@ class RuleSetting:
     source: str
 
 
+# The reads of a submission's alert evaluation, built once: it runs under the write lock.
+_RULES = table_of(StudyAlertRule)
+_SAVED_RULES = select(
+    _RULES.c.scale_code, _RULES.c.op, _RULES.c.threshold, _RULES.c.enabled, _RULES.c.source
+).where(_RULES.c.study_id == bindparam("study_id"))
+_PARTICIPANTS, _STUDIES, _ASSESSMENTS, _SCORES = (
+    table_of(Participant), table_of(Study), table_of(Assessment), table_of(ScaleScore)
+)
+_STUDY_OF_PARTICIPANT = (
+    select(_STUDIES.c.id.label("study_id"), _STUDIES.c.worsening_alert_points, _PARTICIPANTS.c.site_id)
+    .join(_STUDIES, _STUDIES.c.id == _PARTICIPANTS.c.study_id)
+    .where(_PARTICIPANTS.c.id == bindparam("participant_id"))
+)
+# The baseline: the participant's first completed assessment planned before this one.
+_BASELINE_SCORES = select(_SCORES.c.scale_code, _SCORES.c.value).where(
+    _SCORES.c.assessment_id == (
+        select(_ASSESSMENTS.c.id)
+        .where(
+            _ASSESSMENTS.c.participant_id == bindparam("participant_id"),
+            _ASSESSMENTS.c.status == AssessmentStatus.COMPLETED.value,
+            _ASSESSMENTS.c.id != bindparam("assessment_id"),
+            _ASSESSMENTS.c.planned_at < bindparam("planned_at", type_=_ASSESSMENTS.c.planned_at.type),
+        )
+        .order_by(_ASSESSMENTS.c.planned_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+)
+_SITE_NURSE_EMAILS = (
+    select(StaffUser.email)
+    .join(staff_sites, staff_sites.c.staff_user_id == StaffUser.id)
+    .where(
+        staff_sites.c.site_id == bindparam("site_id"),
+        StaffUser.role == Role.NURSE.value,
+        StaffUser.is_active.is_(True),
+    )
+)
+_ADD_ALERTS = insert(table_of(Alert))
+
+
 def rule_settings(session: Session, study: Study, instrument: Instrument) -> list[RuleSetting]:
     """The study's threshold rules: its own settings where saved, else the preset's."""
-    saved = {
-        row.scale_code: row
-        for row in session.scalars(select(StudyAlertRule).where(StudyAlertRule.study_id == study.id))
-    }
+    return _rule_settings(session, study.id, instrument)
+
+
+def _rule_settings(session: Session, study_id: int, instrument: Instrument) -> list[RuleSetting]:
+    saved = {row.scale_code: row for row in session.execute(_SAVED_RULES, {"study_id": study_id})}
     settings = []
     for preset in instrument.alert_presets[:1]:
         for rule in preset.rules:
@@ -103,24 +145,53 @@ def save_rule_settings(
 
 
 def _baseline_scores(session: Session, assessment: Assessment) -> dict[str, float | None]:
-    baseline = session.scalars(
-        select(Assessment)
-        .where(
-            Assessment.participant_id == assessment.participant_id,
-            Assessment.status == AssessmentStatus.COMPLETED.value,
-            Assessment.id != assessment.id,
-            Assessment.planned_at < assessment.planned_at,
+    """The scores of the participant's baseline; empty when there is none yet."""
+    return dict(session.execute(_BASELINE_SCORES, {
+        "participant_id": assessment.participant_id, "assessment_id": assessment.id,
+        "planned_at": assessment.planned_at,
+    }).tuples().all())
+
+
+@dataclass(frozen=True)
+class StudyRules:
+    """What the submission rules of a participant's study need: the study, its worsening
+    threshold (None: off), and the participant's site (whose nurses are told)."""
+
+    study_id: int
+    worsening_alert_points: float | None
+    site_id: int
+
+
+def study_rules(session: Session, participant_id: int) -> StudyRules:
+    return StudyRules(*session.execute(_STUDY_OF_PARTICIPANT, {"participant_id": participant_id}).one())
+
+
+def submission_findings(
+    session: Session,
+    assessment: Assessment,
+    instrument: Instrument,
+    scores: Mapping[str, float | None],
+    study: StudyRules,
+    *,
+    worsening_only: bool = False,
+) -> list[AlertFinding]:
+    """What the submission rules find in ``scores`` of ``assessment`` now: the study's
+    threshold rules (unless ``worsening_only``) and worsening from the participant's baseline."""
+    findings: list[AlertFinding] = []
+    if not worsening_only:
+        rules = [
+            AlertRule(s.scale, s.op, s.threshold)  # type: ignore[arg-type]
+            for s in _rule_settings(session, study.study_id, instrument)
+            if s.enabled
+        ]
+        findings += evaluate_thresholds(rules, scores)
+    if study.worsening_alert_points is not None:
+        scale_scores = {code: value for code, value in scores.items() if code in instrument.scale_kinds}
+        findings += evaluate_worsening(
+            scale_scores, _baseline_scores(session, assessment), instrument.scale_kinds,
+            min_change=study.worsening_alert_points,
         )
-        .order_by(Assessment.planned_at)
-        .limit(1)
-    ).first()
-    if baseline is None:
-        return {}
-    return dict(
-        session.execute(
-            select(ScaleScore.scale_code, ScaleScore.value).where(ScaleScore.assessment_id == baseline.id)
-        ).tuples().all()
-    )
+    return findings
 
 
 def evaluate_submission(
@@ -133,21 +204,11 @@ def evaluate_submission(
 ) -> list[AlertFinding]:
     """Create the alerts a submitted assessment raises and queue the nurses' notification;
     returns what raised them."""
-    study = assessment.participant.study
-    rules = [
-        AlertRule(s.scale, s.op, s.threshold)  # type: ignore[arg-type]
-        for s in rule_settings(session, study, instrument)
-        if s.enabled
-    ]
-    findings: list[AlertFinding] = evaluate_thresholds(rules, scores)
-    if study.worsening_alert_points is not None:
-        scale_scores = {code: value for code, value in scores.items() if code in instrument.scale_kinds}
-        findings += evaluate_worsening(
-            scale_scores, _baseline_scores(session, assessment), instrument.scale_kinds,
-            min_change=study.worsening_alert_points,
-        )
+    study = study_rules(session, assessment.participant_id)
+    findings = submission_findings(session, assessment, instrument, scores, study)
     if findings:  # every row in one statement: a submission can raise a dozen
-        session.execute(insert(table_of(Alert)), [
+        created_at = utcnow()
+        session.execute(_ADD_ALERTS, [
             {
                 "assessment_id": assessment.id,
                 "rule_code": finding.rule_code,
@@ -155,7 +216,7 @@ def evaluate_submission(
                 "value": finding.value,
                 "threshold": finding.threshold if finding.kind == "threshold" else finding.baseline,
                 "state": AlertState.OPEN.value,
-                "created_at": utcnow(),
+                "created_at": created_at,
             }
             for finding in findings
         ])
@@ -163,25 +224,18 @@ def evaluate_submission(
             session, actor="system", action="alert.raise", entity_type="assessment", entity_id=assessment.id,
             after={"alerts": [finding.rule_code for finding in findings]},
         )
-        _notify_site_nurses(session, assessment, base_url=base_url)
+        notify_site_nurses(session, assessment, site_id=study.site_id, base_url=base_url)
     return findings
 
 
-def _notify_site_nurses(session: Session, assessment: Assessment, *, base_url: str) -> None:
-    nurses = session.scalars(
-        select(StaffUser)
-        .join(staff_sites, staff_sites.c.staff_user_id == StaffUser.id)
-        .where(
-            staff_sites.c.site_id == assessment.participant.site_id,
-            StaffUser.role == Role.NURSE.value,
-            StaffUser.is_active.is_(True),
-        )
-    ).all()
+def notify_site_nurses(session: Session, assessment: Assessment, *, site_id: int, base_url: str) -> None:
+    """Queue an email to each active nurse of the site that an alert of this participant needs review."""
+    emails = session.scalars(_SITE_NURSE_EMAILS, {"site_id": site_id}).all()
     link = f"{base_url.rstrip('/')}/staff/participants/{assessment.participant_id}"
-    for nurse in nurses:
+    for email in emails:
         session.add(
             OutboxMessage(
-                recipient=nurse.email,
+                recipient=email,
                 subject="pro-app: an alert needs review",
                 body=(
                     "A questionnaire result needs review by the study team.\n\n"

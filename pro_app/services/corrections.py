@@ -32,11 +32,11 @@ from sqlalchemy.orm import Session
 
 from pro_app.db.models import Alert, Answer, Assessment, ScaleScore, StaffUser
 from pro_app.db.types import utcnow
-from pro_app.domain.alerts import AlertFinding, evaluate_thresholds, evaluate_worsening
+from pro_app.domain.alerts import AlertFinding
 from pro_app.domain.errors import N_, Conflict, NotFound, ValidationError
-from pro_app.domain.instruments import AlertRule, Instrument
+from pro_app.domain.instruments import Instrument
 from pro_app.domain.states import AlertState, AssessmentStatus, Role
-from pro_app.services.alerts import _baseline_scores, _notify_site_nurses, rule_settings
+from pro_app.services.alerts import notify_site_nurses, study_rules, submission_findings
 from pro_app.services.audit import record_event
 from pro_app.services.questionnaire import ANSWERABLE, lock_assessment, validate_answer
 from pro_app.services.scores import instrument_of, store_scores
@@ -177,22 +177,8 @@ def _findings(
     worsening_only: bool = False,
 ) -> list[AlertFinding]:
     """The findings of the submission rules (services.alerts.evaluate_submission), now."""
-    study = assessment.participant.study
-    findings: list[AlertFinding] = []
-    if not worsening_only:
-        rules = [
-            AlertRule(s.scale, s.op, s.threshold)  # type: ignore[arg-type]
-            for s in rule_settings(session, study, instrument)
-            if s.enabled
-        ]
-        findings += evaluate_thresholds(rules, scores)
-    if study.worsening_alert_points is not None:
-        scale_scores = {code: value for code, value in scores.items() if code in instrument.scale_kinds}
-        findings += evaluate_worsening(
-            scale_scores, _baseline_scores(session, assessment), instrument.scale_kinds,
-            min_change=study.worsening_alert_points,
-        )
-    return findings
+    study = study_rules(session, assessment.participant_id)
+    return submission_findings(session, assessment, instrument, scores, study, worsening_only=worsening_only)
 
 
 def _recheck_alerts(
@@ -218,7 +204,7 @@ def _recheck_alerts(
             raised += more_raised
             stale += more_stale
     if raised:
-        _notify_site_nurses(session, assessment, base_url=base_url)
+        notify_site_nurses(session, assessment, site_id=assessment.participant.site_id, base_url=base_url)
     return raised, stale
 
 

@@ -731,17 +731,21 @@ def submit_assessment(
     if not submission_key or len(submission_key) > REQUEST_ID_MAX_LENGTH:
         raise ValidationError(N_("The submission could not be verified. Please reload the page."), field="key")
     participant_id, assessment_id = assessment.participant_id, assessment.id
-    stored = find_receipt(session, submission_key)
-    if stored is not None:
-        _check_submission_receipt(stored, participant_id=participant_id, assessment_id=assessment_id)
-        return Submission(lock_assessment(session, assessment_id), replayed=True, scores={})
     assessment = lock_assessment(session, assessment_id)
-    if assessment.status == AssessmentStatus.COMPLETED.value:
-        if assessment.submission_key == submission_key:
+    if assessment.status == AssessmentStatus.COMPLETED.value or not accepts_answers(assessment, now, grace):
+        # Submitted, closed or not open yet: this may be a repetition of a request that
+        # submitted it (or one whose key belongs to another write), told by its receipt.
+        stored = find_receipt(session, submission_key)
+        if stored is not None:
+            _check_submission_receipt(stored, participant_id=participant_id, assessment_id=assessment_id)
+            return Submission(assessment, replayed=True, scores={})
+        if assessment.status != AssessmentStatus.COMPLETED.value:
+            raise Conflict(N_("This questionnaire is closed and can no longer be submitted."))
+        if assessment.submission_key == submission_key:  # submitted before receipts were kept
             return Submission(assessment, replayed=True, scores={})
         raise Conflict(N_("This questionnaire has already been submitted."))
-    if not accepts_answers(assessment, now, grace):
-        raise Conflict(N_("This questionnaire is closed and can no longer be submitted."))
+    # A first submission of its key, unless a copy of this request (or another write using its
+    # key) was committed since the page's check: the receipt's insert tells.
     submission = _write_submission(
         session, assessment, instrument, submission_key=submission_key, actor=actor, base_url=base_url, now=now
     )
@@ -785,7 +789,7 @@ def _write_submission(
     assessment.submission_key = submission_key
     assessment.started_at = assessment.started_at or now
     session.flush()
-    scores = store_scores(session, assessment, instrument, answers=answers)
+    scores = store_scores(session, assessment, instrument, answers=answers, first=True)
     evaluate_submission(session, assessment, instrument, scores, base_url=base_url)
     record_event(
         session,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from pro_app.db.models import Answer, Assessment, AssessmentResult, Participant, ScaleScore, Study
@@ -17,6 +17,12 @@ from pro_app.domain.instruments import Instrument, default_registry
 from pro_app.domain.scoring import ALGORITHM_VERSION, score_answers
 from pro_app.domain.states import AssessmentStatus
 from pro_app.services.audit import record_event
+
+
+# Built once: a submission runs them under the write lock.
+_SCORES_OF = select(ScaleScore).where(ScaleScore.assessment_id == bindparam("assessment_id"))
+_ADD_SCORES = insert(table_of(ScaleScore))
+_ADD_RESULT = insert(table_of(AssessmentResult))
 
 
 def instrument_of(assessment: Assessment) -> Instrument:
@@ -31,11 +37,15 @@ def store_scores(
     actor: str = "system",
     reason: str | None = None,
     answers: Mapping[str, int] | None = None,
+    first: bool = False,
 ) -> dict[str, float | None]:
     """(Re)compute the assessment's scores from its answers and upsert one row per score.
 
     ``answers``: the assessment's stored answers, when the caller has just read them in this
-    transaction (a submission); otherwise they are read here.
+    transaction (a submission); otherwise they are read here. ``first``: the assessment has no
+    stored scores nor result row, which is so of every assessment being submitted (only a
+    completed assessment has scores, and a completed one is never reopened): they are inserted
+    without being looked for.
 
     Returns the values by score code (None = not scorable). Unchanged rows are left alone,
     so re-scoring an unchanged assessment writes nothing. The assessment's result row (the
@@ -51,15 +61,14 @@ def store_scores(
             ).tuples().all()
         )
     results = score_answers(instrument, answers)
-    existing = {
-        row.scale_code: row
-        for row in session.scalars(select(ScaleScore).where(ScaleScore.assessment_id == assessment.id))
+    existing = {} if first else {
+        row.scale_code: row for row in session.scalars(_SCORES_OF, {"assessment_id": assessment.id})
     }
     now = utcnow()
     before: dict[str, float | None] = {}
     after: dict[str, float | None] = {}
     if results and not existing:  # a first scoring (every submission): all rows in one statement
-        session.execute(insert(table_of(ScaleScore)), [
+        session.execute(_ADD_SCORES, [
             {"assessment_id": assessment.id, "scale_code": code, "value": result.value,
              "items_answered": result.items_answered, "algorithm_version": result.algorithm_version,
              "computed_at": now}
@@ -92,7 +101,7 @@ def store_scores(
                 row.algorithm_version = result.algorithm_version
                 row.computed_at = now
     values = {code: result.value for code, result in results.items()}
-    _store_result(session, assessment.id, instrument, answers, values, now)
+    _store_result(session, assessment.id, instrument, answers, values, now, first=first)
     session.flush()
     if after:
         record_event(
@@ -125,11 +134,20 @@ def _store_result(
     answers: Mapping[str, int],
     values: Mapping[str, float | None],
     now: datetime,
+    *,
+    first: bool,
 ) -> None:
     """Keep the assessment's result row (see :class:`AssessmentResult`) equal to the answers
-    just scored and their scores: derived data, written only here, with the score rows."""
+    just scored and their scores: derived data, written only here, with the score rows.
+    ``first``: the assessment has no result row yet (see :func:`store_scores`)."""
     encoded_answers = encode_answers(instrument, answers)
     encoded_scores = encode_scores(instrument, values)
+    if first:
+        session.execute(_ADD_RESULT, {
+            "assessment_id": assessment_id, "answers": encoded_answers, "scores": encoded_scores,
+            "algorithm_version": ALGORITHM_VERSION, "computed_at": now,
+        })
+        return
     result = session.get(AssessmentResult, assessment_id)
     if result is None:
         session.add(AssessmentResult(

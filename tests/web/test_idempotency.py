@@ -380,12 +380,13 @@ def test_submission_with_an_answer_key_is_a_conflict(client: FlaskClient, patien
     assert db_session.get(Assessment, patient.assessment.id).status == "in_progress"  # type: ignore[union-attr]
 
 
-def test_a_submission_key_taken_meanwhile_writes_nothing(
+def test_a_submission_key_taken_by_another_write_writes_nothing(
     client: FlaskClient, patient: Patient, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The key's receipt appears between the submission's lookup and its own insert (another
-    request committed it): the insert writes nothing, no savepoint is needed, and the stored
-    receipt decides -- here one of an answer save, so a conflict, with nothing submitted."""
+    """The submission of an open questionnaire looks for no receipt before inserting its own:
+    the insert writes nothing when the key has one (committed before, or by a request racing
+    this one), no savepoint is needed, and the stored receipt, read then, decides -- here one
+    of an answer save, so a conflict, with nothing submitted."""
     _start(client, patient)
     key = _key()
     client.post("/q/answer", json={"assessment": patient.assessment.id, "item": "q1", "value": 2},
@@ -393,14 +394,14 @@ def test_a_submission_key_taken_meanwhile_writes_nothing(
     looked_up: list[str] = []
     original = questionnaire.find_receipt
 
-    def racing_lookup(session: Session, request_id: str) -> Any:
+    def counted_lookup(session: Session, request_id: str) -> Any:
         looked_up.append(request_id)
-        return None if len(looked_up) == 1 else original(session, request_id)  # the first one misses
+        return original(session, request_id)
 
-    monkeypatch.setattr(questionnaire, "find_receipt", racing_lookup)
+    monkeypatch.setattr(questionnaire, "find_receipt", counted_lookup)
     response = client.post("/q/submit", data={"assessment": patient.assessment.id, "request_id": key, "confirm_missing": "y"})
     assert response.status_code == 409 and "page was out of date" in response.get_data(as_text=True)
-    assert looked_up == [key, key]  # before the insert, and the stored receipt after it
+    assert looked_up == [key]  # only after the insert met the stored receipt
     db_session.expire_all()
     assessment = db_session.get(Assessment, patient.assessment.id)
     assert assessment is not None and assessment.status == "in_progress" and assessment.submission_key is None
