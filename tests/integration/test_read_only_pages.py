@@ -21,7 +21,7 @@ from sqlalchemy import event, func, select, update
 from pro_app import create_app
 from pro_app.db.engine import make_engine, make_session_factory
 from pro_app.db.migrate import upgrade
-from pro_app.db.models import Answer, Assessment, Participant
+from pro_app.db.models import Answer, Assessment, AssessmentResult, Participant, ScaleScore
 from pro_app.domain.instruments import default_registry
 from pro_app.extensions import database
 from pro_app.services.audit import record_event, verify_chain
@@ -250,6 +250,43 @@ def test_a_form_post_and_a_submission_read_first_then_write_in_one_transaction(
     with make_engine(app.config["DATABASE_URL"]).connect() as connection:
         assert connection.scalar(select(Assessment.status).where(Assessment.id == assessment_id)) == "completed"
         assert connection.scalar(select(func.count()).select_from(Answer).where(Answer.assessment_id == assessment_id)) == 30
+
+
+def test_a_first_submission_inserts_its_scores_result_and_receipt_without_looking_for_them(
+    app: Flask, started: tuple[str, int]
+) -> None:
+    """Only a completed questionnaire has scores, a result row and a submission receipt, so
+    the submission of an open one looks for none of them (a repetition meets the receipt's
+    insert); the one read of scale scores is the baseline's, for the worsening rule."""
+    token, assessment_id = started
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    for number in range(1, 31):
+        response = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{number}", "value": 2},
+                               headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert response.status_code == 200
+    fields = hidden_fields(client.get("/q/review").get_data(as_text=True), "/q/submit")
+    selects: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(" ".join(statement.split()))
+
+    engine = app.extensions["pro_db"].engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        response = client.post("/q/submit", data=fields)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert response.status_code == 303 and response.headers["Location"].endswith("/q/done")
+    assert not [s for s in selects if " FROM request_receipts" in s or " FROM assessment_results" in s]
+    score_reads = [s for s in selects if " FROM scale_scores" in s]
+    assert len(score_reads) == 1 and "planned_at <" in score_reads[0]
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(ScaleScore).where(
+            ScaleScore.assessment_id == assessment_id)) == len(default_registry().get("qlq_c30").score_codes)
+        assert connection.scalar(select(AssessmentResult.answers).where(
+            AssessmentResult.assessment_id == assessment_id)) == ",".join(["2"] * 30)
 
 
 def test_a_save_reads_its_receipt_with_the_sign_in(app: Flask, started: tuple[str, int]) -> None:
