@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 from flask import Flask, Response, g, jsonify, render_template, request
@@ -89,9 +90,12 @@ def _use_wal(connection: sqlite3.Connection) -> None:
             time.sleep(0.005)
 
 
+_PER_THREAD = threading.local()
+
+
 def _connection() -> sqlite3.Connection:
-    """One connection per worker process, opened on first use (after gunicorn's fork)."""
-    connection: sqlite3.Connection | None = getattr(_connection, "open", None)
+    """One connection per worker thread, opened on first use (after gunicorn's fork)."""
+    connection: sqlite3.Connection | None = getattr(_PER_THREAD, "connection", None)
     if connection is None:
         connection = sqlite3.connect(os.environ.get("CEILING_DATABASE", "ceiling.sqlite3"), isolation_level=None)
         connection.execute("PRAGMA busy_timeout = 15000")
@@ -101,7 +105,7 @@ def _connection() -> sqlite3.Connection:
             "CREATE TABLE IF NOT EXISTS saves (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
             "value INTEGER NOT NULL, saved_at REAL NOT NULL)"
         )
-        setattr(_connection, "open", connection)
+        _PER_THREAD.connection = connection
     return connection
 
 
