@@ -168,19 +168,6 @@ def _stored_scores(session: Session, assessment_id: int) -> dict[str, float | No
     )
 
 
-def _findings(
-    session: Session,
-    assessment: Assessment,
-    instrument: Instrument,
-    scores: Mapping[str, float | None],
-    *,
-    worsening_only: bool = False,
-) -> list[AlertFinding]:
-    """The findings of the submission rules (services.alerts.evaluate_submission), now."""
-    study = study_rules(session, assessment.participant_id)
-    return submission_findings(session, assessment, instrument, scores, study, worsening_only=worsening_only)
-
-
 def _recheck_alerts(
     session: Session,
     assessment: Assessment,
@@ -191,20 +178,24 @@ def _recheck_alerts(
     reason: str,
     base_url: str,
 ) -> tuple[list[RaisedAlert], list[int]]:
-    raised, stale = _apply_findings(
-        session, assessment, _findings(session, assessment, instrument, scores), scores, actor=actor, reason=reason,
-    )
-    if assessment.participant.study.worsening_alert_points is not None and _is_baseline(session, assessment):
+    """Apply the submission rules (services.alerts.evaluate_submission) to the corrected scores
+    now; a corrected baseline also re-checks worsening in the participant's later questionnaires."""
+    study = study_rules(session, assessment.participant_id)
+    findings = submission_findings(session, assessment, instrument, scores, study)
+    raised, stale = _apply_findings(session, assessment, findings, scores, actor=actor, reason=reason)
+    if study.worsening_alert_points is not None and _is_baseline(session, assessment):
         for later in _later_completed(session, assessment):
             later_scores = _stored_scores(session, later.id)
+            later_findings = submission_findings(
+                session, later, instrument_of(later), later_scores, study, worsening_only=True
+            )
             more_raised, more_stale = _apply_findings(
-                session, later, _findings(session, later, instrument_of(later), later_scores, worsening_only=True),
-                later_scores, actor=actor, reason=reason, worsening_only=True,
+                session, later, later_findings, later_scores, actor=actor, reason=reason, worsening_only=True,
             )
             raised += more_raised
             stale += more_stale
     if raised:
-        notify_site_nurses(session, assessment, site_id=assessment.participant.site_id, base_url=base_url)
+        notify_site_nurses(session, assessment, site_id=study.site_id, base_url=base_url)
     return raised, stale
 
 
