@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import event, func, select, update
 
 from pro_app import create_app
@@ -221,18 +222,24 @@ def _writes_in_one_transaction(app: Flask, seen: list[tuple[str, bool]]) -> int:
     return writing
 
 
+def _signed_in_with_answers(app: Flask, token: str, assessment_id: int, numbers: range, *, value: int) -> FlaskClient:
+    """A patient's client, signed in by their link, having saved ``value`` to each question of ``numbers``."""
+    client = app.test_client()
+    assert client.get(f"/p/{token}").status_code == 303
+    for number in numbers:
+        response = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{number}", "value": value},
+                               headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert response.status_code == 200
+    return client
+
+
 def test_a_form_post_and_a_submission_read_first_then_write_in_one_transaction(
     app: Flask, started: tuple[str, int]
 ) -> None:
     """The no-script answer post reads with Core statements only, the submission with the ORM
     session as well: either way the write is one transaction begun after the reads."""
     token, assessment_id = started
-    client = app.test_client()
-    assert client.get(f"/p/{token}").status_code == 303
-    for number in range(1, 30):
-        response = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{number}", "value": 1},
-                               headers={"Idempotency-Key": str(uuid.uuid4())})
-        assert response.status_code == 200
+    client = _signed_in_with_answers(app, token, assessment_id, range(1, 30), value=1)
 
     def post_the_last_answer() -> None:
         response = client.post("/q/30", data={"assessment": assessment_id, "value": "5", "go": "review",
@@ -259,12 +266,7 @@ def test_a_first_submission_inserts_its_scores_result_and_receipt_without_lookin
     the submission of an open one looks for none of them (a repetition meets the receipt's
     insert); the one read of scale scores is the baseline's, for the worsening rule."""
     token, assessment_id = started
-    client = app.test_client()
-    assert client.get(f"/p/{token}").status_code == 303
-    for number in range(1, 31):
-        response = client.post("/q/answer", json={"assessment": assessment_id, "item": f"q{number}", "value": 2},
-                               headers={"Idempotency-Key": str(uuid.uuid4())})
-        assert response.status_code == 200
+    client = _signed_in_with_answers(app, token, assessment_id, range(1, 31), value=2)
     fields = hidden_fields(client.get("/q/review").get_data(as_text=True), "/q/submit")
     selects: list[str] = []
 
