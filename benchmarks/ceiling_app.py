@@ -11,6 +11,11 @@ share of what this machine can serve at all with this stack:
 - ``POST /insert``: one row inserted and committed in SQLite (WAL journal,
   ``synchronous=FULL``, ``BEGIN IMMEDIATE`` and a busy timeout, as pro-app's engine does),
   a small JSON reply (the least a durable answer save can cost);
+- ``POST /insert-postgres``: the same row inserted and committed in PostgreSQL (psycopg, one
+  connection per worker thread, a transaction per request as pro-app's writes use), when
+  ``CEILING_POSTGRES`` names a database (a libpq connection string). Not a budget's ceiling:
+  it shows what the cheapest durable write costs on PostgreSQL on the same machine, so that
+  pro-app's saves on PostgreSQL can be read against both;
 - ``GET /healthz``: for the harness to know the server is up.
 
 The SQLite file is named by ``CEILING_DATABASE`` (created if missing). Run by hand:
@@ -23,6 +28,7 @@ import os
 import sqlite3
 import threading
 import time
+from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
 from jinja2 import DictLoader
@@ -109,6 +115,28 @@ def _connection() -> sqlite3.Connection:
     return connection
 
 
+def _postgres() -> Any:
+    """One PostgreSQL connection per worker thread, opened on first use (after the fork)."""
+    connection = getattr(_PER_THREAD, "postgres", None)
+    if connection is None:
+        import psycopg  # only when the PostgreSQL reference is measured
+
+        connection = psycopg.connect(os.environ["CEILING_POSTGRES"], autocommit=True)
+        with connection.transaction():
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS saves (id BIGSERIAL PRIMARY KEY, request_id TEXT NOT NULL, "
+                "value INTEGER NOT NULL, saved_at DOUBLE PRECISION NOT NULL)"
+            )
+        _PER_THREAD.postgres = connection
+    return connection
+
+
+def _posted_value() -> int:
+    payload = request.get_json(silent=True) or {}
+    value = payload.get("value", 1) if isinstance(payload, dict) else 1
+    return value if isinstance(value, int) else 1
+
+
 def create_ceiling_app() -> Flask:
     app = Flask(__name__)
     # A loader (not render_template_string, which compiles on every call): the template is
@@ -132,20 +160,31 @@ def create_ceiling_app() -> Flask:
 
     @app.post("/insert")
     def insert() -> tuple[Response, int]:
-        payload = request.get_json(silent=True) or {}
-        value = payload.get("value", 1) if isinstance(payload, dict) else 1
+        value = _posted_value()
         connection = _connection()
         connection.execute("BEGIN IMMEDIATE")
         try:
             cursor = connection.execute(
                 "INSERT INTO saves (request_id, value, saved_at) VALUES (?, ?, ?)",
-                (request.headers.get("Idempotency-Key", ""), int(value) if isinstance(value, int) else 1, time.time()),
+                (request.headers.get("Idempotency-Key", ""), value, time.time()),
             )
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         g.row = cursor.lastrowid
+        return jsonify(saved=True, id=g.row), 200
+
+    @app.post("/insert-postgres")
+    def insert_postgres() -> tuple[Response, int]:
+        value = _posted_value()
+        connection = _postgres()
+        with connection.transaction():  # BEGIN ... COMMIT (ROLLBACK on an error)
+            row = connection.execute(
+                "INSERT INTO saves (request_id, value, saved_at) VALUES (%s, %s, %s) RETURNING id",
+                (request.headers.get("Idempotency-Key", ""), value, time.time()),
+            ).fetchone()
+        g.row = row[0] if row else None
         return jsonify(saved=True, id=g.row), 200
 
     return app

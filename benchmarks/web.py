@@ -17,7 +17,10 @@ buttons rendered from a Jinja template, (c) one row inserted into SQLite (WAL,
 
 pro-app, on a fresh SQLite file (WAL, as the app configures it) and, when reachable, on a
 dedicated PostgreSQL database (``PRO_BENCH_WEB_DATABASE_URL``, default ``bench_web`` on
-127.0.0.1: created, emptied and migrated, dropped at the end):
+127.0.0.1: created, emptied and migrated, dropped at the end). On PostgreSQL the answer
+saves are also read against a reference measured just before them, which is no budget's
+ceiling: the bare Flask app inserting its one row into that PostgreSQL database instead of
+SQLite. The paths measured:
 
 - participants enrolled and given personal links through the services (the 6-weekly
   schedule, baseline open now); each load connection is one patient who opened their
@@ -566,12 +569,21 @@ CEILING_SPECS: dict[str, dict[str, Any]] = {
                             "body": '{"value": {v}}'}]]},
 }
 CEILING_NAMES = {"a": "plain text", "b": "30-radio form", "c": "SQLite insert"}
+#: Not a budget's ceiling: the same durable insert on PostgreSQL (see ceiling_app.py), measured
+#: before pro-app's saves on PostgreSQL when they are measured.
+POSTGRES_REFERENCE_SPEC: dict[str, Any] = {"connections": [[{
+    "method": "POST", "path": "/insert-postgres",
+    "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"}, "body": '{"value": {v}}'}]]}
 
 
 @contextmanager
-def ceiling_server(folder: Path) -> Iterator[Server]:
-    """The ceiling app, served for the whole run (idle while pro-app is measured)."""
+def ceiling_server(folder: Path, postgres_url: str | None = None) -> Iterator[Server]:
+    """The ceiling app, served for the whole run (idle while pro-app is measured); with
+    ``postgres_url``, its PostgreSQL reference inserts into a table of that database."""
     env = {"CEILING_DATABASE": str(folder / "ceiling.sqlite3")}
+    if postgres_url is not None:
+        env["CEILING_POSTGRES"] = make_url(postgres_url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
     with serving("ceiling", "ceiling_app:app", env, folder, chdir=BENCHMARKS) as server:
         yield server
         problems = server.errors()
@@ -612,6 +624,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
         print(f"  {path}: {statements(seen)}")
     figures: list[dict[str, Any]] = []
     sqlite = url.startswith("sqlite")
+    reference: dict[str, Any] | None = None
     with serving(f"pro-app-{label.lower()}", "wsgi:app", app_environment(url), folder) as server:
         patients = [Browser(server.port) for _ in range(browsing)]
         opened = [open_questionnaire(browser, token) for browser, token in zip(patients, prepared.browsing)]
@@ -626,6 +639,9 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             [answer_request(assessment, f"q{n}", csrf, browser.cookie_header()) for n in range(1, 31)]
             for browser, (assessment, csrf) in zip(patients, opened)]}
         paired("c", "answer saves")
+        if not sqlite and ceiling_port is not None:
+            reference = load(ceiling_port, POSTGRES_REFERENCE_SPEC, settings, folder, label="reference-postgres")
+            print(describe("reference: bare Flask, one PostgreSQL insert", reference), flush=True)
         save = load(server.port, save_spec, settings, folder, label=f"{label}-save")
         print(describe(f"{label}: answer save POST /q/answer", save), flush=True)
 
@@ -688,6 +704,13 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
                passed=measured(question) and question["latency_ms"]["p99"] < QUESTION_P99_MS,
                note=f"p50 {question['latency_ms']['p50']:.1f} ms"),
     ]
+    if reference is not None:
+        share = save["rps"] / reference["rps"] if reference["rps"] else None
+        figures.append(figure(
+            "Reference: bare Flask, one PostgreSQL insert", reference["rps"], "req/s", ceiling=ceiling_c,
+            ratio=reference["rps"] / ceiling_c if ceiling_c else None,
+            note=join(f"p99 {reference['latency_ms']['p99']:.1f} ms", "" if share is None else
+                      f"the answer save on PostgreSQL is {share:.0%} of it", errors_note(reference))))
     saves = [("autosave POST /q/answer", save, "answer save POST /q/answer")]
     if form_save is not None:
         saves.append(("form POST /q/<n>", form_save, "answer save POST /q/<n> (form)"))
@@ -924,7 +947,7 @@ def main() -> None:
 
         def start_ceiling() -> list[dict[str, Any]]:
             nonlocal ceiling_port
-            ceiling_port = servers.enter_context(ceiling_server(folder)).port
+            ceiling_port = servers.enter_context(ceiling_server(folder, pg_url)).port
             return []
 
         section("Ceiling server", start_ceiling)

@@ -12,11 +12,18 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import POSTGRES_URL, scratch_postgres
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from run_all import Outcome, table  # noqa: E402
-from web import LoadSettings, load, make_run_command, serving, workers_of  # noqa: E402
+from web import (  # noqa: E402
+    POSTGRES_REFERENCE_SPEC, LoadSettings, ceiling_server, load, make_run_command, serving, workers_of,
+)
 
 LATENCY_FIELDS = {"mean", "p50", "p90", "p95", "p99", "max"}
 RESULT_FIELDS = {"connections", "seconds", "requests", "rps", "errors", "statuses", "transport_errors",
@@ -53,6 +60,27 @@ def test_ceiling_app_under_load_gives_a_well_formed_result(tmp_path: Path) -> No
         rows, distinct_ids, values = connection.execute(
             "SELECT count(*), count(DISTINCT request_id), group_concat(DISTINCT value) FROM saves").fetchone()
     assert rows >= insert["requests"] and distinct_ids == rows
+    assert sorted(values.split(",")) == ["1", "2"]
+
+
+def test_the_postgresql_reference_commits_every_insert_it_answers(tmp_path: Path) -> None:
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
+    settings = LoadSettings(seconds=1.0, warmup=0.2, connections=4)
+    with scratch_postgres("reference") as url:
+        with ceiling_server(tmp_path, url) as server:
+            result = load(server.port, POSTGRES_REFERENCE_SPEC, settings, tmp_path, label="reference")
+            assert not server.errors()
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                rows, distinct_ids, values = connection.execute(text(
+                    "SELECT count(*), count(DISTINCT request_id), string_agg(DISTINCT value::text, ',') FROM saves"
+                )).one()
+        finally:
+            engine.dispose()
+    assert result["requests"] > 0 and result["errors"] == 0 and result["statuses"] == {"200": result["requests"]}
+    assert rows >= result["requests"] and distinct_ids == rows
     assert sorted(values.split(",")) == ["1", "2"]
 
 
