@@ -16,6 +16,14 @@ share of what this machine can serve at all with this stack:
   ``CEILING_POSTGRES`` names a database (a libpq connection string). Not a budget's ceiling:
   it shows what the cheapest durable write costs on PostgreSQL on the same machine, so that
   pro-app's saves on PostgreSQL can be read against both;
+- ``POST /save-audited``: not a budget's ceiling either: the writes of pro-app's answer save
+  in plain SQL on SQLite, as lean as they can be written -- in one ``BEGIN IMMEDIATE``
+  transaction, the stored answer and the audit chain's head read in one statement, the
+  request's receipt inserted unless its request id has one (a repetition writes nothing
+  more), the answer inserted or changed, an audit event hashed (SHA-256 over its content
+  and the previous hash) and appended, the head moved. It leaves out what pro-app does
+  around the writes (session cookie, CSRF token, sign-in read, validation, wording, the ORM
+  session and its audit guard), so the two can be read against each other;
 - ``GET /healthz``: for the harness to know the server is up.
 
 The SQLite file is named by ``CEILING_DATABASE`` (created if missing). Run by hand:
@@ -24,10 +32,13 @@ The SQLite file is named by ``CEILING_DATABASE`` (created if missing). Run by ha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
@@ -111,8 +122,67 @@ def _connection() -> sqlite3.Connection:
             "CREATE TABLE IF NOT EXISTS saves (id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, "
             "value INTEGER NOT NULL, saved_at REAL NOT NULL)"
         )
+        connection.executescript(_AUDITED_SAVE_SCHEMA)
         _PER_THREAD.connection = connection
     return connection
+
+
+#: The tables of ``/save-audited``, shaped like pro-app's (keys and indexes alike).
+_AUDITED_SAVE_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS receipts (request_id TEXT PRIMARY KEY, assessment_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL, value INTEGER NOT NULL, outcome TEXT NOT NULL, recorded_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_receipts_assessment ON receipts (assessment_id);
+CREATE TABLE IF NOT EXISTS answers (id INTEGER PRIMARY KEY, assessment_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL, value INTEGER NOT NULL, answered_at REAL NOT NULL, UNIQUE (assessment_id, item_id));
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, occurred_at TEXT NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, entity_id TEXT NOT NULL, before TEXT, after TEXT NOT NULL, prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_events_entity ON events (entity_id, seq);
+CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL);
+INSERT OR IGNORE INTO head (id, last_seq, last_hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+COMMIT;
+"""
+_STORED_AND_HEAD = (
+    "SELECT head.last_seq, head.last_hash, answers.id, answers.value FROM head "
+    "LEFT JOIN answers ON answers.assessment_id = ? AND answers.item_id = ? WHERE head.id = 1"
+)
+
+
+def _save_audited(
+    connection: sqlite3.Connection, request_id: str, assessment: int, item: str, value: int
+) -> dict[str, Any]:
+    """One audited, idempotent answer save (see the module's docstring)."""
+    now = time.time()
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        last_seq, last_hash, answer_id, stored = connection.execute(_STORED_AND_HEAD, (assessment, item)).fetchone()
+        outcome = "unchanged" if stored == value else "saved"
+        added = connection.execute(
+            "INSERT INTO receipts (request_id, assessment_id, item_id, value, outcome, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            (request_id, assessment, item, value, outcome, now),
+        ).fetchone()
+        if added is not None and outcome == "saved":
+            if answer_id is None:
+                connection.execute("INSERT INTO answers (assessment_id, item_id, value, answered_at) VALUES (?, ?, ?, ?)",
+                                   (assessment, item, value, now))
+            else:
+                connection.execute("UPDATE answers SET value = ?, answered_at = ? WHERE id = ?", (value, now, answer_id))
+            before = None if stored is None else json.dumps({"value": stored})
+            after = json.dumps({"item": item, "value": value, "request_id": request_id}, sort_keys=True)
+            occurred = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="microseconds")
+            event = [last_seq + 1, occurred, "participant", "answer.save", str(assessment), before, after, last_hash]
+            digest = hashlib.sha256(json.dumps(event, separators=(",", ":")).encode()).hexdigest()
+            connection.execute("INSERT INTO events (seq, occurred_at, actor, action, entity_id, before, after, "
+                               "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*event, digest))
+            connection.execute("UPDATE head SET last_seq = ?, last_hash = ? WHERE id = 1", (last_seq + 1, digest))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return {"request_id": request_id, "assessment": assessment, "item": item, "value": value, "outcome": outcome,
+            "replayed": added is None}
 
 
 def _postgres() -> Any:
@@ -174,6 +244,16 @@ def create_ceiling_app() -> Flask:
             raise
         g.row = cursor.lastrowid
         return jsonify(saved=True, id=g.row), 200
+
+    @app.post("/save-audited")
+    def save_audited() -> tuple[Response, int]:
+        payload = request.get_json(silent=True)
+        fields = payload if isinstance(payload, dict) else {}
+        assessment, item = fields.get("assessment"), fields.get("item")
+        request_id = request.headers.get("Idempotency-Key", "")
+        if not isinstance(assessment, int) or not isinstance(item, str) or not request_id:
+            return jsonify(error="assessment, item and Idempotency-Key are required"), 400
+        return jsonify(_save_audited(_connection(), request_id, assessment, item, _posted_value())), 200
 
     @app.post("/insert-postgres")
     def insert_postgres() -> tuple[Response, int]:

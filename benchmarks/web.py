@@ -17,10 +17,10 @@ buttons rendered from a Jinja template, (c) one row inserted into SQLite (WAL,
 
 pro-app, on a fresh SQLite file (WAL, as the app configures it) and, when reachable, on a
 dedicated PostgreSQL database (``PRO_BENCH_WEB_DATABASE_URL``, default ``bench_web`` on
-127.0.0.1: created, emptied and migrated, dropped at the end). On PostgreSQL the answer
-saves are also read against a reference measured just before them, which is no budget's
-ceiling: the bare Flask app inserting its one row into that PostgreSQL database instead of
-SQLite. The paths measured:
+127.0.0.1: created, emptied and migrated, dropped at the end). The answer saves are also
+read against a reference measured just before them, which is no budget's ceiling: the bare
+Flask app doing the save's writes in plain SQL on SQLite, and on PostgreSQL inserting its one
+row into that database instead of SQLite. The paths measured:
 
 - participants enrolled and given personal links through the services (the 6-weekly
   schedule, baseline open now); each load connection is one patient who opened their
@@ -569,6 +569,16 @@ CEILING_SPECS: dict[str, dict[str, Any]] = {
                             "body": '{"value": {v}}'}]]},
 }
 CEILING_NAMES = {"a": "plain text", "b": "30-radio form", "c": "SQLite insert"}
+def audited_save_reference_spec(connections: int) -> dict[str, Any]:
+    """Not a budget's ceiling: the answer save's writes in plain SQL (ceiling_app.py), each
+    connection answering its own questionnaire's 30 items in turn, as the patients do."""
+    return {"connections": [[{
+        "method": "POST", "path": "/save-audited",
+        "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"},
+        "body": '{"assessment": %d, "item": "q%d", "value": {v}}' % (connection + 1, item)}
+        for item in range(1, 31)] for connection in range(connections)]}
+
+
 #: Not a budget's ceiling: the same durable insert on PostgreSQL (see ceiling_app.py), measured
 #: before pro-app's saves on PostgreSQL when they are measured.
 POSTGRES_REFERENCE_SPEC: dict[str, Any] = {"connections": [[{
@@ -639,7 +649,11 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             [answer_request(assessment, f"q{n}", csrf, browser.cookie_header()) for n in range(1, 31)]
             for browser, (assessment, csrf) in zip(patients, opened)]}
         paired("c", "answer saves")
-        if not sqlite and ceiling_port is not None:
+        if sqlite and ceiling_port is not None:
+            reference = load(ceiling_port, audited_save_reference_spec(browsing), settings, folder,
+                             label="reference-audited-save")
+            print(describe("reference: bare Flask, the save's writes in plain SQL", reference), flush=True)
+        elif ceiling_port is not None:
             reference = load(ceiling_port, POSTGRES_REFERENCE_SPEC, settings, folder, label="reference-postgres")
             print(describe("reference: bare Flask, one PostgreSQL insert", reference), flush=True)
         save = load(server.port, save_spec, settings, folder, label=f"{label}-save")
@@ -706,11 +720,12 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
     ]
     if reference is not None:
         share = save["rps"] / reference["rps"] if reference["rps"] else None
+        what = "the save's writes in plain SQL, SQLite" if sqlite else "one PostgreSQL insert"
         figures.append(figure(
-            "Reference: bare Flask, one PostgreSQL insert", reference["rps"], "req/s", ceiling=ceiling_c,
+            f"Reference: bare Flask, {what}", reference["rps"], "req/s", ceiling=ceiling_c,
             ratio=reference["rps"] / ceiling_c if ceiling_c else None,
             note=join(f"p99 {reference['latency_ms']['p99']:.1f} ms", "" if share is None else
-                      f"the answer save on PostgreSQL is {share:.0%} of it", errors_note(reference))))
+                      f"pro-app's autosave on {label} is {share:.0%} of it", errors_note(reference))))
     saves = [("autosave POST /q/answer", save, "answer save POST /q/answer")]
     if form_save is not None:
         saves.append(("form POST /q/<n>", form_save, "answer save POST /q/<n> (form)"))

@@ -22,7 +22,8 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from run_all import Outcome, table  # noqa: E402
 from web import (  # noqa: E402
-    POSTGRES_REFERENCE_SPEC, LoadSettings, ceiling_server, load, make_run_command, serving, workers_of,
+    POSTGRES_REFERENCE_SPEC, LoadSettings, audited_save_reference_spec, ceiling_server, load, make_run_command,
+    serving, workers_of,
 )
 
 LATENCY_FIELDS = {"mean", "p50", "p90", "p95", "p99", "max"}
@@ -61,6 +62,28 @@ def test_ceiling_app_under_load_gives_a_well_formed_result(tmp_path: Path) -> No
             "SELECT count(*), count(DISTINCT request_id), group_concat(DISTINCT value) FROM saves").fetchone()
     assert rows >= insert["requests"] and distinct_ids == rows
     assert sorted(values.split(",")) == ["1", "2"]
+
+
+def test_the_audited_save_reference_writes_a_receipt_an_answer_and_a_chained_event(tmp_path: Path) -> None:
+    settings = LoadSettings(seconds=1.0, warmup=0.2, connections=4)
+    with ceiling_server(tmp_path) as server:
+        result = load(server.port, audited_save_reference_spec(4), settings, tmp_path, label="audited")
+        assert not server.errors()
+    assert result["requests"] > 0 and result["errors"] == 0 and result["statuses"] == {"200": result["requests"]}
+    with sqlite3.connect(tmp_path / "ceiling.sqlite3") as connection:
+        receipts, saved = connection.execute(
+            "SELECT count(*), count(*) FILTER (WHERE outcome = 'saved') FROM receipts").fetchone()
+        events, first, last, gaps = connection.execute(
+            "SELECT count(*), min(seq), max(seq), count(*) FILTER (WHERE prev_hash NOT IN "
+            "(SELECT hash FROM events) AND seq > 1) FROM events").fetchone()
+        head = connection.execute("SELECT last_seq, last_hash FROM head").fetchone()
+        last_hash = connection.execute("SELECT hash FROM events WHERE seq = ?", (last,)).fetchone()[0]
+        answers, questionnaires = connection.execute(
+            "SELECT count(*), count(DISTINCT assessment_id) FROM answers").fetchone()
+    assert receipts >= result["requests"]
+    assert events == saved > 0 and (first, last) == (1, events) and gaps == 0  # one event per change, chained
+    assert head == (last, last_hash)
+    assert questionnaires == 4 and answers <= 4 * 30  # each connection answers its own questionnaire's items
 
 
 def test_the_postgresql_reference_commits_every_insert_it_answers(tmp_path: Path) -> None:
