@@ -68,8 +68,6 @@ AUDITED_TABLES: Mapping[str, str] = {
     "assessments": "questionnaire state, mode, wording shown, submission",
     "answers": "clinical data: the patient's answers and staff corrections",
     "scale_scores": "clinical data: scores",
-    "assessment_results": "clinical data: an assessment's answers and scores together (derived, written with the "
-                          "scores)",
     "assessment_results": "clinical data: a scored assessment's answers and scores in one row, written with the scores",
     "alerts": "clinical data: alerts and their acknowledgement",
     "staff_users": "staff accounts: creation, role, activation, passwords, sessions ended",
