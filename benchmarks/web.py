@@ -560,15 +560,21 @@ def _profile(label: str, action: Callable[[int], object]) -> None:
 
 # --- the measurements ---------------------------------------------------------------------------
 
+def _insert_spec(path: str) -> dict[str, Any]:
+    """One durable insert per request, each with a new request id and a value alternating 1 and 2."""
+    return {"connections": [[{"method": "POST", "path": path, "body": '{"value": {v}}',
+                              "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"}}]]}
+
+
 #: What each ceiling measures, as load specs for loadgen.py.
 CEILING_SPECS: dict[str, dict[str, Any]] = {
     "a": {"connections": [[{"method": "GET", "path": "/plain"}]]},
     "b": {"connections": [[{"method": "GET", "path": "/form"}]]},
-    "c": {"connections": [[{"method": "POST", "path": "/insert",
-                            "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"},
-                            "body": '{"value": {v}}'}]]},
+    "c": _insert_spec("/insert"),
 }
 CEILING_NAMES = {"a": "plain text", "b": "30-radio form", "c": "SQLite insert"}
+
+
 def audited_save_reference_spec(connections: int) -> dict[str, Any]:
     """Not a budget's ceiling: the answer save's writes in plain SQL (ceiling_app.py), each
     connection answering its own questionnaire's 30 items in turn, as the patients do."""
@@ -579,11 +585,9 @@ def audited_save_reference_spec(connections: int) -> dict[str, Any]:
         for item in range(1, 31)] for connection in range(connections)]}
 
 
-#: Not a budget's ceiling: the same durable insert on PostgreSQL (see ceiling_app.py), measured
+#: Not a budget's ceiling: ceiling (c)'s insert on PostgreSQL (see ceiling_app.py), measured
 #: before pro-app's saves on PostgreSQL when they are measured.
-POSTGRES_REFERENCE_SPEC: dict[str, Any] = {"connections": [[{
-    "method": "POST", "path": "/insert-postgres",
-    "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"}, "body": '{"value": {v}}'}]]}
+POSTGRES_REFERENCE_SPEC = _insert_spec("/insert-postgres")
 
 
 @contextmanager
