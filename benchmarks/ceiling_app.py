@@ -193,6 +193,9 @@ def _postgres() -> Any:
 
         connection = psycopg.connect(os.environ["CEILING_POSTGRES"], autocommit=True)
         with connection.transaction():
+            # Both workers create the table on their first request; PostgreSQL's IF NOT EXISTS
+            # is not safe against a concurrent CREATE, so they take turns on a transaction lock.
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext('pro-app ceiling saves'))")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS saves (id BIGSERIAL PRIMARY KEY, request_id TEXT NOT NULL, "
                 "value INTEGER NOT NULL, saved_at DOUBLE PRECISION NOT NULL)"
