@@ -21,7 +21,8 @@ Latency is measured from the moment the request is about to be written (or the c
 opened) until the whole response body has been read; the requests completing inside the
 measuring window (after ``--warmup``) are counted, whenever they started. The window ends at ``--seconds`` or, for lists
 that are not cycled (one submission per prepared questionnaire), when every connection has
-sent its list.
+sent its list. ``answered`` counts every response read, the warm-up's included: all the server
+did during the run (``benchmarks/web.py`` divides the workers' CPU time by it).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class _Results:
         self.transport: Counter[str] = Counter()
         self.unexpected: list[str] = []
         self.bytes = 0
-        self.sent = 0
+        self.answered = 0  # every response read, warm-up included (what the server did for the run)
         self.last_completion = 0.0
 
 
@@ -171,6 +172,7 @@ async def _connection(
                     results.transport[type(error).__name__] += 1
                 continue
             finished = time.perf_counter()
+            results.answered += 1
             if closes:
                 stream[1].close()
                 stream = None
@@ -219,6 +221,7 @@ async def _run(spec: Spec, host: str, port: int, connections: int, seconds: floa
         "connections": connections,
         "seconds": round(window, 3),
         "requests": count,
+        "answered": results.answered,
         "rps": round(count / window, 1),
         "errors": bad_status + transport,
         "statuses": {str(status): n for status, n in sorted(results.statuses.items())},

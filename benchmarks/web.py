@@ -38,6 +38,11 @@ row into that database instead of SQLite. The paths measured:
   of ``--dashboard-participants`` (benchmarks/dashboard.py's data), at
   ``--dashboard-connections``.
 
+Every load of a gunicorn server also reads its workers' CPU time from ``/proc`` (the ``cpu
+ms`` column: milliseconds per request answered, warm-up included), and the table's notes set
+each figure's beside its ceiling's: unlike requests per second, CPU per request hardly moves
+with what else the machine is doing, so it tells a slower app from a busier machine.
+
 Before serving, each pro-app path is also sent once in-process (Flask test client) to count
 the SQL statements it issues; ``--profile`` adds a cProfile of 200 question pages and 200
 answer saves. ``--json``: the last line printed is ``{"figures": [...]}`` for
@@ -167,6 +172,19 @@ def workers_of(command: list[str]) -> int:
     return 1
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None when
+    the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
 class Server:
     """One gunicorn on a free loopback port, its output in ``log``."""
 
@@ -196,12 +214,8 @@ class Server:
         found = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                fields = stat[stat.rindex(")") + 2:].split()
-                if int(fields[1]) == self.process.pid and fields[0] != "Z":
+                fields = _process_stat(int(entry.name))
+                if fields is not None and int(fields[1]) == self.process.pid and fields[0] != "Z":
                     found.append(int(entry.name))
         return found
 
@@ -214,6 +228,15 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU time (user and system) each worker process has used so far, by process id."""
+        used = {}
+        for pid in self.children():
+            fields = _process_stat(pid)
+            if fields is not None:  # else it ended since it was listed
+                used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return used
 
     def errors(self) -> list[str]:
         """Tracebacks and error lines of the server log (none expected)."""
@@ -260,8 +283,15 @@ class LoadSettings:
 
 
 def load(port: int, spec: dict[str, Any], settings: LoadSettings, folder: Path, *, connections: int | None = None,
-         label: str) -> dict[str, Any]:
-    """Run the load generator in its own process; returns its figures."""
+         label: str, server: Server | None = None) -> dict[str, Any]:
+    """Run the load generator in its own process; returns its figures.
+
+    With the ``server`` loaded, also ``worker_cpu_ms``: the CPU time its workers spent per
+    request answered during the run (warm-up included), read from ``/proc``. Unlike requests
+    per second it hardly depends on what else the machine is doing, so it tells whether a
+    figure moved because the code or the machine changed. Left out when a worker was replaced
+    during the run."""
+    cpu_before = server.cpu_seconds() if server is not None else {}
     spec_path = folder / f"spec-{label}.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     command = [sys.executable, str(LOADGEN), "--port", str(port), "--spec", str(spec_path), "--json",
@@ -272,6 +302,11 @@ def load(port: int, spec: dict[str, Any], settings: LoadSettings, folder: Path, 
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["load_average"] = round(os.getloadavg()[0], 2)
+    if server is not None and cpu_before and result.get("answered"):
+        cpu_after = server.cpu_seconds()
+        if cpu_after.keys() == cpu_before.keys():
+            used = sum(cpu_after[pid] - cpu_before[pid] for pid in cpu_before)
+            result["worker_cpu_ms"] = round(1000 * used / result["answered"], 3)
     return result
 
 
@@ -280,6 +315,8 @@ def describe(label: str, result: dict[str, Any]) -> str:
     text_ = (f"{label:<44}{result['rps']:>9,.1f}{latency['p50']:>8.1f}{latency['p95']:>8.1f}{latency['p99']:>8.1f}"
              f"{latency['max']:>8.1f}{result['requests']:>8}{result['errors']:>7}{result['connections']:>6}"
              f"{result['bytes_per_response']:>8}")
+    cpu = result.get("worker_cpu_ms")
+    text_ += f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
     for line in result.get("unexpected", [])[:2]:
         text_ += f"\n    unexpected: {line[:200]}"
     if result.get("transport_errors"):
@@ -287,8 +324,22 @@ def describe(label: str, result: dict[str, Any]) -> str:
     return text_
 
 
+def cpu_note(result: dict[str, Any], ceiling: dict[str, Any] | None = None, key: str = "") -> str:
+    """The workers' CPU time per request (see :func:`load`) and, with the ceiling measured
+    before it, the ceiling's: their ratio is what the requests/s ratio would be if the CPU were
+    all that limited both."""
+    cpu = result.get("worker_cpu_ms")
+    if not cpu:
+        return ""
+    text_ = f"workers' CPU {cpu:.2f} ms/request"
+    ceiling_cpu = (ceiling or {}).get("worker_cpu_ms")
+    if ceiling_cpu:
+        text_ += f" (ceiling ({key}) {ceiling_cpu:.2f} ms, {ceiling_cpu / cpu:.0%} of it)"
+    return text_
+
+
 HEADER = (f"{'measurement':<44}{'req/s':>9}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'count':>8}{'errors':>7}"
-          f"{'conns':>6}{'bytes':>8}")
+          f"{'conns':>6}{'bytes':>8}{'cpu ms':>8}")
 
 
 # --- browsing like a patient (over HTTP, or in-process for counting queries) -------------------
@@ -605,18 +656,18 @@ def ceiling_server(folder: Path, postgres_url: str | None = None) -> Iterator[Se
         print(f"  ceiling server log: {len(problems)} error lines, e.g. {problems[0]}")
 
 
-def measure_ceiling(port: int, key: str, settings: LoadSettings, folder: Path, *, when: str = "") -> dict[str, Any]:
-    result = load(port, CEILING_SPECS[key], settings, folder, label=f"ceiling-{key}")
+def measure_ceiling(ceiling: Server, key: str, settings: LoadSettings, folder: Path, *, when: str = "") -> dict[str, Any]:
+    result = load(ceiling.port, CEILING_SPECS[key], settings, folder, label=f"ceiling-{key}", server=ceiling)
     print(describe(f"ceiling ({key}) {CEILING_NAMES[key]}{when}", result), flush=True)
     return result
 
 
-def measure_ceilings(port: int, settings: LoadSettings, folder: Path) -> dict[str, dict[str, Any]]:
-    return {key: measure_ceiling(port, key, settings, folder) for key in CEILING_SPECS}
+def measure_ceilings(ceiling: Server, settings: LoadSettings, folder: Path) -> dict[str, dict[str, Any]]:
+    return {key: measure_ceiling(ceiling, key, settings, folder) for key in CEILING_SPECS}
 
 
 def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSettings, folder: Path,
-                ceiling_port: int | None) -> list[dict[str, Any]]:
+                ceiling: Server | None) -> list[dict[str, Any]]:
     """Question page, answer save(s) and submission of pro-app on the database at ``url``.
 
     Each request-rate figure is compared with its ceiling measured just before it (the
@@ -625,8 +676,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
     ceilings: dict[str, dict[str, Any]] = {}
 
     def paired(key: str, before: str) -> None:
-        if ceiling_port is not None:
-            ceilings[key] = measure_ceiling(ceiling_port, key, settings, folder, when=f", before the {before}")
+        if ceiling is not None:
+            ceilings[key] = measure_ceiling(ceiling, key, settings, folder, when=f", before the {before}")
 
     browsing = settings.connections
     spare = 1  # one patient of each kind for counting statements in-process
@@ -646,21 +697,22 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             [{"method": "GET", "path": f"/q/{n}", "headers": {"Cookie": browser.cookie_header()}} for n in range(1, 31)]
             for browser in patients]}
         paired("b", "question page")
-        question = load(server.port, question_spec, settings, folder, label=f"{label}-question")
+        question = load(server.port, question_spec, settings, folder, label=f"{label}-question", server=server)
         print(describe(f"{label}: question page GET /q/<n>", question), flush=True)
 
         save_spec = {"connections": [
             [answer_request(assessment, f"q{n}", csrf, browser.cookie_header()) for n in range(1, 31)]
             for browser, (assessment, csrf) in zip(patients, opened)]}
         paired("c", "answer saves")
-        if sqlite and ceiling_port is not None:
-            reference = load(ceiling_port, audited_save_reference_spec(browsing), settings, folder,
-                             label="reference-audited-save")
+        if sqlite and ceiling is not None:
+            reference = load(ceiling.port, audited_save_reference_spec(browsing), settings, folder,
+                             label="reference-audited-save", server=ceiling)
             print(describe("reference: bare Flask, the save's writes in plain SQL", reference), flush=True)
-        elif ceiling_port is not None:
-            reference = load(ceiling_port, POSTGRES_REFERENCE_SPEC, settings, folder, label="reference-postgres")
+        elif ceiling is not None:
+            reference = load(ceiling.port, POSTGRES_REFERENCE_SPEC, settings, folder, label="reference-postgres",
+                             server=ceiling)
             print(describe("reference: bare Flask, one PostgreSQL insert", reference), flush=True)
-        save = load(server.port, save_spec, settings, folder, label=f"{label}-save")
+        save = load(server.port, save_spec, settings, folder, label=f"{label}-save", server=server)
         print(describe(f"{label}: answer save POST /q/answer", save), flush=True)
 
         form_save: dict[str, Any] | None = None
@@ -671,7 +723,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
                   "body": urlencode({"csrf_token": csrf, "assessment": assessment, "go": "next"})
                   + "&value={v}&request_id={uuid}"} for n in range(1, 31)]
                 for browser, (assessment, csrf) in zip(patients, opened)]}
-            form_save = load(server.port, form_spec, settings, folder, label=f"{label}-form-save")
+            form_save = load(server.port, form_spec, settings, folder, label=f"{label}-form-save", server=server)
             print(describe(f"{label}: answer save POST /q/<n> (form)", form_save), flush=True)
 
         submitters = [Browser(server.port) for _ in prepared.submitting[:-1]]
@@ -686,7 +738,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
         # Each submission can be sent once: no warm-up (the workers are warm from the loads above).
         once = LoadSettings(settings.seconds, 0.0, args.submit_connections)
         submit = load(server.port, {"cycle": False, "expect": [303], "connections": per_connection}, once, folder,
-                      label=f"{label}-submit")
+                      label=f"{label}-submit", server=server)
         submitted = completed_count(url) - before
         print(describe(f"{label}: submission POST /q/submit", submit), flush=True)
         print(f"  {submitted} questionnaires completed in the database during the submission run "
@@ -716,7 +768,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
         figure(f"Question page GET /q/<n>, {label}", question["rps"], "req/s", ceiling=ceiling_b, ratio=ratio,
                budget=f">= {QUESTION_MIN_RATIO:.0%} of ceiling (b)",
                passed=ratio is not None and ratio >= QUESTION_MIN_RATIO and not question["errors"],
-               note=join(counted("question page GET /q/<n>"), errors_note(question))),
+               note=join(counted("question page GET /q/<n>"), cpu_note(question, ceilings.get("b"), "b"),
+                         errors_note(question))),
         figure(f"Question page p99, {label}, {settings.connections} conns", question["latency_ms"]["p99"], "ms",
                budget=f"< {QUESTION_P99_MS:.0f} ms",
                passed=measured(question) and question["latency_ms"]["p99"] < QUESTION_P99_MS,
@@ -729,7 +782,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             f"Reference: bare Flask, {what}", reference["rps"], "req/s", ceiling=ceiling_c,
             ratio=reference["rps"] / ceiling_c if ceiling_c else None,
             note=join(f"p99 {reference['latency_ms']['p99']:.1f} ms", "" if share is None else
-                      f"pro-app's autosave on {label} is {share:.0%} of it", errors_note(reference))))
+                      f"pro-app's autosave on {label} is {share:.0%} of it", cpu_note(reference, ceilings.get("c"), "c"),
+                      errors_note(reference))))
     saves = [("autosave POST /q/answer", save, "answer save POST /q/answer")]
     if form_save is not None:
         saves.append(("form POST /q/<n>", form_save, "answer save POST /q/<n> (form)"))
@@ -739,7 +793,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             figure(f"Answer save {name}, {label}", result["rps"], "req/s", ceiling=ceiling_c, ratio=ratio,
                    budget=f">= {SAVE_MIN_RATIO:.0%} of ceiling (c)",
                    passed=ratio is not None and ratio >= SAVE_MIN_RATIO and not result["errors"],
-                   note=join(counted(path), errors_note(result))),
+                   note=join(counted(path), cpu_note(result, ceilings.get("c"), "c"), errors_note(result))),
             figure(f"Answer save {name} p99, {label}, {settings.connections} conns", result["latency_ms"]["p99"], "ms",
                    budget=f"< {SAVE_P99_MS:.0f} ms",
                    passed=measured(result) and result["latency_ms"]["p99"] < SAVE_P99_MS,
@@ -751,7 +805,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
                passed=measured(submit) and submit["latency_ms"]["p99"] < SUBMIT_P99_MS,
                note=join(f"{submit['requests']} submissions, {submit['rps']:.0f}/s, p50 "
                          f"{submit['latency_ms']['p50']:.1f} ms", counted("submission POST /q/submit"),
-                         errors_note(submit)))
+                         cpu_note(submit), errors_note(submit)))
     )
     return figures
 
@@ -781,7 +835,8 @@ def measure_dashboard(args: argparse.Namespace, settings: LoadSettings, folder: 
         _, location, _ = expect(nurse.request("POST", "/staff/login", form=fields), 303, "sign-in")
         expect(nurse.request("GET", "/staff/"), 200, f"dashboard (signed in, sent to {location})")
         spec = {"connections": [[{"method": "GET", "path": "/staff/", "headers": {"Cookie": nurse.cookie_header()}}]]}
-        result = load(server.port, spec, settings, folder, connections=args.dashboard_connections, label="dashboard")
+        result = load(server.port, spec, settings, folder, connections=args.dashboard_connections, label="dashboard",
+                      server=server)
         print(describe("SQLite: nurse dashboard GET /staff/", result), flush=True)
     shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent, ignore_errors=True)
     p95 = result["latency_ms"]["p95"]
@@ -789,6 +844,7 @@ def measure_dashboard(args: argparse.Namespace, settings: LoadSettings, folder: 
                    f"{args.dashboard_connections} conns", p95, "ms", budget=f"< {DASHBOARD_P95_MS:.0f} ms",
                    passed=p95 < DASHBOARD_P95_MS and not result["errors"] and result["requests"] > 0,
                    note=f"{result['rps']:.1f} req/s, p50 {result['latency_ms']['p50']:.1f} ms"
+                   + (f"; {cpu_note(result)}" if cpu_note(result) else "")
                    + (f"; {result['errors']} errors" if result["errors"] else ""))]
 
 
@@ -935,18 +991,19 @@ def main() -> None:
 
     def ceiling_figures() -> list[dict[str, Any]]:
         print(HEADER)
-        assert ceiling_port is not None
-        ceilings = measure_ceilings(ceiling_port, settings, folder)
+        assert ceiling is not None
+        ceilings = measure_ceilings(ceiling, settings, folder)
         return [figure(f"Ceiling ({key}) {name}", ceilings[key]["rps"], "req/s",
                        note=f"p99 {ceilings[key]['latency_ms']['p99']:.1f} ms, "
                             f"{ceilings[key]['bytes_per_response']} B"
+                            + (f"; {cpu_note(ceilings[key])}" if cpu_note(ceilings[key]) else "")
                             + (f"; {ceilings[key]['errors']} errors" if ceilings[key]["errors"] else ""))
                 for key, name in CEILING_NAMES.items()]
 
     def on_sqlite() -> list[dict[str, Any]]:
         url = temporary_sqlite_url()
         try:
-            return measure_app("SQLite", url, args, settings, folder, ceiling_port)
+            return measure_app("SQLite", url, args, settings, folder, ceiling)
         finally:
             if not args.keep:
                 shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent, ignore_errors=True)
@@ -954,23 +1011,23 @@ def main() -> None:
     def on_postgres() -> list[dict[str, Any]]:
         assert pg_url is not None
         try:
-            return measure_app("PostgreSQL", pg_url, args, settings, folder, ceiling_port)
+            return measure_app("PostgreSQL", pg_url, args, settings, folder, ceiling)
         finally:
             drop_database(pg_url)
 
-    ceiling_port: int | None = None
+    ceiling: Server | None = None
     servers = ExitStack()
     try:
         if not args.no_startup:
             section("Start-up", lambda: measure_startup(folder, runs=2 if args.quick else 4))
 
         def start_ceiling() -> list[dict[str, Any]]:
-            nonlocal ceiling_port
-            ceiling_port = servers.enter_context(ceiling_server(folder, pg_url)).port
+            nonlocal ceiling
+            ceiling = servers.enter_context(ceiling_server(folder, pg_url))
             return []
 
         section("Ceiling server", start_ceiling)
-        if ceiling_port is not None:
+        if ceiling is not None:
             section("Ceilings", ceiling_figures)
         section("pro-app on SQLite", on_sqlite)
         if pg_url is not None:

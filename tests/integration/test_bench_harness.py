@@ -22,12 +22,12 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from run_all import Outcome, table  # noqa: E402
 from web import (  # noqa: E402
-    POSTGRES_REFERENCE_SPEC, LoadSettings, audited_save_reference_spec, ceiling_server, load, make_run_command,
-    serving, workers_of,
+    POSTGRES_REFERENCE_SPEC, LoadSettings, audited_save_reference_spec, ceiling_server, cpu_note, load,
+    make_run_command, serving, workers_of,
 )
 
 LATENCY_FIELDS = {"mean", "p50", "p90", "p95", "p99", "max"}
-RESULT_FIELDS = {"connections", "seconds", "requests", "rps", "errors", "statuses", "transport_errors",
+RESULT_FIELDS = {"connections", "seconds", "requests", "answered", "rps", "errors", "statuses", "transport_errors",
                  "unexpected", "bytes_per_response", "latency_ms"}
 
 
@@ -39,11 +39,13 @@ def test_ceiling_app_under_load_gives_a_well_formed_result(tmp_path: Path) -> No
         assert "--chdir" in server.command and f"127.0.0.1:{server.port}" in server.command
         assert workers_of(server.command) == workers_of(make_run_command()[0])
         page = load(server.port, {"connections": [[{"method": "GET", "path": "/form"}]]}, settings, tmp_path,
-                    label="form")
+                    label="form", server=server)
         insert = load(server.port, {"connections": [[{
             "method": "POST", "path": "/insert", "body": '{"value": {v}}',
             "headers": {"Content-Type": "application/json", "Idempotency-Key": "{uuid}"},
-        }]]}, settings, tmp_path, label="insert")
+        }]]}, settings, tmp_path, label="insert", server=server)
+        without_server = load(server.port, {"connections": [[{"method": "GET", "path": "/plain"}]]}, settings, tmp_path,
+                           label="plain")
         assert not server.errors()
 
     for result in (page, insert):
@@ -54,6 +56,10 @@ def test_ceiling_app_under_load_gives_a_well_formed_result(tmp_path: Path) -> No
         assert result["statuses"] == {"200": result["requests"]}, result
         assert result["connections"] == 4
         assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
+        # The warm-up's answers are counted too, and the workers' CPU time is spread over all of them.
+        assert result["answered"] > result["requests"], result
+        assert result["worker_cpu_ms"] > 0, result
+    assert "worker_cpu_ms" not in without_server and without_server["statuses"] == {"200": without_server["requests"]}
     assert page["bytes_per_response"] > 5000  # the 30-radio form, about the question page's size
 
     # Every insert answered 200 is a committed row, with its own request id, alternating values.
@@ -118,3 +124,11 @@ def test_a_failing_script_becomes_an_error_row_of_the_table() -> None:
     assert any(line.startswith("| web.py | failed (exit 1) |") and "| ERROR |" in line and "gunicorn exited" in line
                for line in lines)
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_the_cpu_note_gives_the_workers_cpu_and_the_ceilings_share_of_it() -> None:
+    assert cpu_note({"worker_cpu_ms": 1.0}) == "workers' CPU 1.00 ms/request"
+    assert cpu_note({"worker_cpu_ms": 2.0}, {"worker_cpu_ms": 0.5}, "c") == (
+        "workers' CPU 2.00 ms/request (ceiling (c) 0.50 ms, 25% of it)")
+    assert cpu_note({"worker_cpu_ms": 2.0}, {"rps": 100.0}, "c") == "workers' CPU 2.00 ms/request"
+    assert cpu_note({"rps": 100.0}) == ""  # not measured (a worker was replaced, or no server given)
