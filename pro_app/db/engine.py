@@ -9,12 +9,14 @@ import logging
 import os
 import sqlite3
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 try:
     import fcntl as _fcntl
@@ -70,6 +72,17 @@ def make_engine(
 
 #: ``Pool`` record info key: when the connection went back to the pool (monotonic seconds).
 _CHECKED_IN_AT = "pro_app_checked_in_at"
+#: When a connection of each pool was last found lost outside SQLAlchemy's own error handling
+#: (monotonic seconds; see :func:`note_disconnect`).
+_LOST_AT: weakref.WeakKeyDictionary[Pool, float] = weakref.WeakKeyDictionary()
+
+
+def note_disconnect(engine: Engine) -> None:
+    """A connection of ``engine`` was found lost by a statement run on the driver itself
+    (:mod:`pro_app.db.direct`), which SQLAlchemy did not see: as SQLAlchemy does after a lost
+    connection, every connection the pool holds now is suspect, so each is checked before it is
+    used again (a dead one is replaced, see :func:`_ping_idle_connections`)."""
+    _LOST_AT[engine.pool] = time.monotonic()
 
 
 def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
@@ -80,7 +93,9 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
     wait in the pool. SQLAlchemy's ``pool_pre_ping`` checks every checkout, a round trip on
     every request; here a connection handed back a moment ago is used at once. One killed in
     that moment fails its request (answered 503, "nothing was lost: please try again"), and the
-    pool then replaces every connection it held before the failure.
+    pool then replaces every connection it held before the failure (SQLAlchemy's handling of a
+    lost connection) or, when a read on the driver itself found it lost (:func:`note_disconnect`),
+    checks each of them before use.
     """
 
     @event.listens_for(engine, "checkin")
@@ -90,8 +105,10 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
     @event.listens_for(engine, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         checked_in_at = record.info.get(_CHECKED_IN_AT)
-        if checked_in_at is None or time.monotonic() - checked_in_at <= idle_seconds:
-            return  # new, or used a moment ago
+        if checked_in_at is None:
+            return  # new
+        if time.monotonic() - checked_in_at <= idle_seconds and checked_in_at > _LOST_AT.get(engine.pool, 0.0):
+            return  # used a moment ago, and no connection was lost since
         try:
             alive = engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as error:

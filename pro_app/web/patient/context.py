@@ -17,8 +17,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import current_app, g, session
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import bindparam, select
 
+from pro_app.db.direct import DirectRead
 from pro_app.db.models import AccessLink, Answer, Assessment, Participant, Study
 from pro_app.db.models.base import table_of
 from pro_app.domain.instruments import Instrument, InstrumentText, default_registry
@@ -197,6 +198,7 @@ _SIGNED_IN_LINK_WITH_ANSWER = _SIGNED_IN_LINK.add_columns(
     select(_ANSWER.c.value)
     .where(_ANSWER.c.assessment_id == ASSESSMENTS.c.id, _ANSWER.c.item_id == bindparam("item_id"))
     .scalar_subquery()
+    .label("stored_value")
 )
 # The answer save's variant: the receipt of the save's request id, in the last columns (NULLs
 # when there is none), so a repetition is known without a statement of its own.
@@ -209,8 +211,14 @@ _SIGNED_IN_PARTICIPANT = (
     .where(_PARTICIPANT.c.id == bindparam("participant_id"))
 )
 
+# Every patient request begins with one of these reads: run on the driver's cursor.
+_SIGN_IN = DirectRead(_SIGNED_IN_LINK)
+_SIGN_IN_WITH_ANSWER = DirectRead(_SIGNED_IN_LINK_WITH_ANSWER)
+_SIGN_IN_WITH_RECEIPT = DirectRead(_SIGNED_IN_LINK_WITH_RECEIPT)
+_SIGN_IN_PARTICIPANT = DirectRead(_SIGNED_IN_PARTICIPANT)
 
-def _participant_of(row: Row[Any]) -> SignedInParticipant:
+
+def _participant_of(row: Any) -> SignedInParticipant:
     return SignedInParticipant(row.id, row.status, row.locale, row.timezone, row.default_locale)
 
 
@@ -236,11 +244,11 @@ def load_patient(now: datetime, *, item_id: str | None = None, request_id: str |
         grace = grace_period()
         parameters = {"link_id": data["link"], "now": now, "closed_after": now - grace}
         if item_id is not None:
-            rows = connection.execute(_SIGNED_IN_LINK_WITH_ANSWER, {**parameters, "item_id": item_id}).all()
+            rows = _SIGN_IN_WITH_ANSWER.all(connection, {**parameters, "item_id": item_id})
         elif request_id is not None:
-            rows = connection.execute(_SIGNED_IN_LINK_WITH_RECEIPT, {**parameters, "request_id": request_id}).all()
+            rows = _SIGN_IN_WITH_RECEIPT.all(connection, {**parameters, "request_id": request_id})
         else:
-            rows = connection.execute(_SIGNED_IN_LINK, parameters).all()
+            rows = _SIGN_IN.all(connection, parameters)
         if rows and link_is_usable(rows[0], now):
             participant = _participant_of(rows[0])
             candidates = [row[_OPEN_FROM:_OPEN_TO] for row in rows if row[_OPEN_FROM] is not None]
@@ -253,7 +261,7 @@ def load_patient(now: datetime, *, item_id: str | None = None, request_id: str |
                 found = rows[0][_OPEN_TO:]
                 context.receipt_at_sign_in = (request_id, None if found[0] is None else StoredReceipt(*found))
     elif "participant" in data:
-        row = connection.execute(_SIGNED_IN_PARTICIPANT, {"participant_id": data["participant"]}).first()
+        row = _SIGN_IN_PARTICIPANT.first(connection, {"participant_id": data["participant"]})
         if row is not None:
             mode = AssessmentMode(data.get("mode", "tablet"))
             context = PatientContext(_participant_of(row), mode, data.get("assessment"))

@@ -1,0 +1,176 @@
+"""Reads run on the driver's cursor (pro_app.db.direct): the same rows and types as SQLAlchemy
+gives, no transaction begun where SQLAlchemy would begin none, SQLAlchemy's own path whenever
+something watches the statements, and SQLAlchemy's errors, a lost connection included."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, column, event, literal_column, select, table, text
+from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.orm import Session
+
+from pro_app.db.direct import DirectRead
+from pro_app.db.engine import NO_TRANSACTION_OPTION, make_engine
+from pro_app.services.questionnaire import current_assessment, record_answer, start_assessment
+from pro_app.domain.instruments import default_registry
+from pro_app.domain.states import AssessmentMode
+from pro_app.services.texts import text_for
+from pro_app.web.patient import context
+from tests.conftest import POSTGRES_URL, scratch_postgres
+from tests.factories import enrol, link_for, make_study, now_utc
+
+GRACE = timedelta(hours=2)
+
+
+def _signed_in_patient(session: Session) -> dict[str, Any]:
+    """A patient with a link and a started questionnaire holding one answer (saved with a
+    request id): the parameters of the sign-in reads."""
+    study = make_study(session, "DIRECT")
+    participant = enrol(session, study)
+    issued = link_for(session, participant)
+    now = now_utc()
+    assessment = current_assessment(session, participant, now=now, grace=GRACE)
+    assert assessment is not None
+    instrument = default_registry().get("qlq_c30")
+    start_assessment(session, assessment, mode=AssessmentMode.SELF, text=text_for(session, instrument, ("en",)),
+                     actor="test", now=now)
+    record_answer(session, assessment, instrument, item_id="q3", value=2, locale="en", actor="test", grace=GRACE,
+                  now=now, request_id="8f7a3c2e-1b4d-4e5f-9a6b-0c1d2e3f4a5b")
+    session.flush()
+    return {"link_id": issued.link.id, "now": now, "closed_after": now - GRACE, "participant_id": participant.id}
+
+
+def _outside_a_transaction(engine: Engine) -> Connection:
+    options = ({NO_TRANSACTION_OPTION: True} if engine.dialect.name == "sqlite"
+               else {"isolation_level": "AUTOCOMMIT"})
+    return engine.connect().execution_options(**options)
+
+
+@pytest.mark.parametrize("read, extra", [
+    (context._SIGN_IN, {}),
+    (context._SIGN_IN_WITH_ANSWER, {"item_id": "q3"}),
+    (context._SIGN_IN_WITH_RECEIPT, {"request_id": "8f7a3c2e-1b4d-4e5f-9a6b-0c1d2e3f4a5b"}),
+    (context._SIGN_IN_PARTICIPANT, {}),
+])
+def test_a_direct_read_gives_the_rows_and_types_sqlalchemy_gives(
+    connection: Connection, db_session: Session, read: DirectRead, extra: dict[str, Any]
+) -> None:
+    parameters = {**_signed_in_patient(db_session), **extra}
+    wanted = {name: value for name, value in parameters.items() if name in read.statement.compile().params}
+    assert DirectRead._can_go_direct(connection)  # the test's connection is in a transaction
+    direct = read.all(connection, wanted)
+    usual = connection.execute(read.statement, wanted).all()
+    assert direct and [tuple(row) for row in direct] == [tuple(row) for row in usual]
+    for got, expected in zip(direct, usual):
+        assert [type(value) for value in got] == [type(value) for value in expected]
+        for name in read.statement.selected_columns.keys():
+            assert getattr(got, name) == getattr(expected, name)
+    datetimes = [value for row in direct for value in row if hasattr(value, "tzinfo")]
+    assert all(value.utcoffset() == timedelta(0) for value in datetimes)  # UTC, the zone attached
+    assert datetimes or read is context._SIGN_IN_PARTICIPANT  # the links' and questionnaires' instants
+    assert read.first(connection, wanted) == direct[0]
+
+
+def test_a_direct_read_of_another_link_finds_nothing(connection: Connection, db_session: Session) -> None:
+    parameters = _signed_in_patient(db_session)
+    del parameters["participant_id"]
+    assert context._SIGN_IN.all(connection, {**parameters, "link_id": parameters["link_id"] + 1000}) == []
+    assert context._SIGN_IN.first(connection, {**parameters, "link_id": parameters["link_id"] + 1000}) is None
+
+
+def test_a_direct_read_needs_every_column_named() -> None:
+    with pytest.raises(ValueError, match="label every selected expression"):
+        DirectRead(select(literal_column("1")))
+
+
+def test_outside_a_transaction_a_direct_read_begins_none(engine: Engine) -> None:
+    read = DirectRead(select(literal_column("1").label("one")))
+    with _outside_a_transaction(engine) as reading:
+        assert read.all(reading, {}) == [(1,)] and read.all(reading, {})[0].one == 1
+        assert not reading.in_transaction()  # SQLAlchemy's execute would have begun one
+    with engine.connect() as plain:  # in no transaction, and it would begin one: SQLAlchemy's path
+        assert not DirectRead._can_go_direct(plain)
+        assert read.all(plain, {}) == [(1,)]
+        assert plain.in_transaction()
+
+
+def test_statements_watched_or_logged_go_through_sqlalchemy(connection: Connection) -> None:
+    read = DirectRead(select(literal_column("1").label("one")))
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(connection, "before_cursor_execute", count)
+    try:
+        assert read.all(connection, {}) == [(1,)]
+    finally:
+        event.remove(connection, "before_cursor_execute", count)
+    assert len(seen) == 1 and "1" in seen[0]
+    assert DirectRead._can_go_direct(connection)
+    logger = logging.getLogger("sqlalchemy.engine.Engine")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert not DirectRead._can_go_direct(connection)
+    finally:
+        logger.setLevel(level)
+
+
+def test_a_driver_error_is_raised_as_sqlalchemys_and_hides_the_parameters(engine: Engine) -> None:
+    read = DirectRead(select(column("x")).select_from(table("no_such_table")).where(column("x") == "secret-value"))
+    with _outside_a_transaction(engine) as reading:
+        with pytest.raises(DBAPIError) as raised:
+            read.all(reading, {})
+        assert not raised.value.connection_invalidated and not reading.invalidated
+        assert "no_such_table" in str(raised.value) and "secret-value" not in str(raised.value)
+        assert DirectRead(select(literal_column("2").label("two"))).all(reading, {}) == [(2,)]  # still usable
+
+
+def test_a_parameter_that_cannot_be_converted_is_a_statement_error(connection: Connection, db_session: Session) -> None:
+    parameters = _signed_in_patient(db_session)
+    naive = parameters["now"].replace(tzinfo=None)  # refused by the UTC column type
+    with pytest.raises(StatementError) as raised:
+        context._SIGN_IN.all(connection, {**parameters, "now": naive})
+    assert "naive datetime" in str(raised.value)
+
+
+@pytest.fixture()
+def own_postgres() -> Iterator[str]:
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
+    with scratch_postgres("direct") as url:
+        yield url
+
+
+def test_a_connection_lost_under_a_direct_read_fails_that_read_only(own_postgres: str) -> None:
+    """As after SQLAlchemy's own handling of a lost connection: the read fails with the
+    connection invalidated (the web layer answers 503), and the pool checks the connections
+    it still holds before handing them out, so the next read gets a live one."""
+    engine = make_engine(own_postgres, ping_idle_after_ms=60_000)  # no check for being idle
+    read = DirectRead(select(literal_column("1").label("one")))
+    try:
+        first, second = _outside_a_transaction(engine), _outside_a_transaction(engine)
+        assert read.all(first, {}) == read.all(second, {}) == [(1,)]
+        first.close()
+        second.close()  # two connections in the pool, both used a moment ago
+        admin = make_engine(own_postgres, isolation_level="AUTOCOMMIT")
+        with admin.connect() as killer:
+            killed = killer.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+        admin.dispose()
+        assert killed == 2
+        with _outside_a_transaction(engine) as reading:
+            with pytest.raises(DBAPIError) as raised:
+                read.all(reading, {})
+            assert raised.value.connection_invalidated and reading.invalidated
+        with _outside_a_transaction(engine) as reading:  # the other killed one: checked and replaced
+            assert read.all(reading, {}) == [(1,)]
+    finally:
+        engine.dispose()
