@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
 
 from pro_app.db.engine import NO_TRANSACTION_OPTION, note_disconnect
 
@@ -102,6 +102,15 @@ class DirectRead:
     def first(self, connection: Connection, parameters: Mapping[str, Any]) -> Any | None:
         rows = self.all(connection, parameters)
         return rows[0] if rows else None
+
+    def one(self, connection: Connection, parameters: Mapping[str, Any]) -> Any:
+        """The one row, as ``Result.one()`` gives it (and with its errors when there is not one)."""
+        rows = self.all(connection, parameters)
+        if not rows:
+            raise NoResultFound("No row was found when one was required")
+        if len(rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return rows[0]
 
     @staticmethod
     def _can_go_direct(connection: Connection) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
+from pro_app.db.direct import DirectRead
 from pro_app.db.models import AuditChainHead, AuditEvent
 from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
@@ -69,6 +70,9 @@ def _event_hash(
 # refuses an event whose sequence number and previous hash do not extend the head.
 _HEAD = table_of(AuditChainHead)
 _READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
+#: Read on every audited write's transaction (on PostgreSQL, every answer saved): run on the
+#: driver's cursor.
+_HEAD_READ = DirectRead(_READ_HEAD)
 #: The head's row and columns, for a statement that reads the head with other rows (see the
 #: ``head`` argument of :func:`record_event`).
 CHAIN_HEAD = _HEAD
@@ -119,7 +123,7 @@ def record_event(
     if head is None:
         head = session.info.get(_HEAD_MADE)
     if head is None:
-        read = session.execute(_READ_HEAD).one()  # made by the migrations, never removed
+        read = _HEAD_READ.one(session.connection(), {})  # made by the migrations, never removed
         head = (read.last_seq, read.last_hash)
     last_seq, last_hash = head
     fields: dict[str, Any] = {

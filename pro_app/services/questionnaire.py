@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from pro_app.db.direct import DirectRead
 from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
 from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
@@ -248,6 +249,9 @@ _LOCK_ASSESSMENT_VALUES_AND_HEAD = (
     _LOCK_ASSESSMENT_VALUES.add_columns(CHAIN_HEAD.c.last_seq, CHAIN_HEAD.c.last_hash)
     .join(CHAIN_HEAD, CHAIN_HEAD.c.id == CHAIN_HEAD_ID)
 )
+#: The save's read under the lock, on every answer saved: run on the driver's cursor.
+_LOCK_VALUES = DirectRead(_LOCK_ASSESSMENT_VALUES)
+_LOCK_VALUES_AND_HEAD = DirectRead(_LOCK_ASSESSMENT_VALUES_AND_HEAD)
 _MARK_STARTED = (
     update(_ASSESSMENT_TABLE)
     .where(_ASSESSMENT_TABLE.c.id == bindparam("assessment_id"))
@@ -561,8 +565,8 @@ def record_answer(
 
     session.flush()  # what the caller changed in the session is written before the re-read
     connection = session.connection()
-    lock = _LOCK_ASSESSMENT_VALUES_AND_HEAD if connection.dialect.name == "sqlite" else _LOCK_ASSESSMENT_VALUES
-    locked = connection.execute(lock, {"id": assessment_id, "item_id": item_id}).one()
+    lock = _LOCK_VALUES_AND_HEAD if connection.dialect.name == "sqlite" else _LOCK_VALUES
+    locked = lock.one(connection, {"id": assessment_id, "item_id": item_id})
     if not accepts_answers(locked, now, grace):  # submitted, closed, or not open yet
         replay = replayed() if given else None
         if replay is not None:
@@ -570,7 +574,7 @@ def record_answer(
         if locked.status == AssessmentStatus.COMPLETED.value:
             raise Conflict(N_("This questionnaire has already been submitted; answers can no longer be changed."))
         raise Conflict(N_("This questionnaire is closed; answers can no longer be saved."))
-    head = (locked.last_seq, locked.last_hash) if lock is _LOCK_ASSESSMENT_VALUES_AND_HEAD else None
+    head = (locked.last_seq, locked.last_hash) if lock is _LOCK_VALUES_AND_HEAD else None
     saved = _write_answer(
         session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now, request_id=request_id,
         head=head,

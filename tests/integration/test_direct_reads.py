@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, column, event, literal_column, select, table, text
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy import Connection, Engine, bindparam, column, event, literal_column, select, table, text
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.orm import Session
 
 from pro_app.db.direct import DirectRead
@@ -174,3 +174,14 @@ def test_a_connection_lost_under_a_direct_read_fails_that_read_only(own_postgres
             assert read.all(reading, {}) == [(1,)]
     finally:
         engine.dispose()
+
+
+def test_one_gives_the_row_or_the_errors_result_one_gives(engine: Engine) -> None:
+    numbers = select(literal_column("1").label("n")).union_all(select(literal_column("2").label("n"))).subquery()
+    some = DirectRead(select(numbers.c.n).where(numbers.c.n <= bindparam("most")).order_by(numbers.c.n))
+    with _outside_a_transaction(engine) as reading:
+        assert some.one(reading, {"most": 1}).n == 1
+        with pytest.raises(NoResultFound):
+            some.one(reading, {"most": 0})
+        with pytest.raises(MultipleResultsFound):
+            some.one(reading, {"most": 2})
