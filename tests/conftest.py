@@ -107,6 +107,16 @@ def db_session(connection: Connection) -> Iterator[Session]:
         session.close()
 
 
+@pytest.fixture
+def guarded_session(connection: Connection) -> Iterator[Session]:
+    """A session of the application's kind, guarded: an unaudited commit raises."""
+    session = make_session_factory(connection, join_transaction_mode="create_savepoint", info=AUDIT_GUARD)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 def app_config(**overrides: object) -> dict[str, object]:
     config: dict[str, object] = {
         "ENV": "testing",

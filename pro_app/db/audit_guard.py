@@ -193,20 +193,27 @@ def _note_statement(execute_state: ORMExecuteState) -> Any:
     ):
         return None
     table = _dml_table(execute_state.statement) or "(unknown table)"
-    if table == AuditEvent.__tablename__ and execute_state.is_insert:
-        _state(session).audited = True
-        return None
-    if not _needs_audit(table):
-        return None
-    if execute_state.is_insert:
-        _state(session).tables.add(table)
+    if execute_state.is_insert or table == AuditEvent.__tablename__ or not _needs_audit(table):
+        note_write(session, table, insert=execute_state.is_insert)
         return None
     # UPDATE and DELETE report reliably how many rows they touched: one that matched nothing
     # (revoking links when there are none) changed nothing and needs no event.
     result = execute_state.invoke_statement()
-    if getattr(result, "rowcount", 1):
-        _state(session).tables.add(table)
+    note_write(session, table, insert=False, rows=getattr(result, "rowcount", 1))
     return result
+
+
+def note_write(session: Session, table: str, *, insert: bool, rows: int = 1) -> None:
+    """Note a statement's write to ``table`` in the session's transaction: the statements sent
+    through the session are noted by a hook, those run on the driver's cursor
+    (:class:`pro_app.db.direct.DirectWrite`) call this. ``rows``: how many an UPDATE or DELETE
+    touched (none: nothing changed, no event needed)."""
+    if _mode(session) is GuardMode.OFF:
+        return
+    if table == AuditEvent.__tablename__ and insert:
+        _state(session).audited = True
+    elif _needs_audit(table) and (insert or rows):
+        _state(session).tables.add(table)
 
 
 def unaudited_tables(session: Session) -> set[str]:

@@ -31,13 +31,18 @@ import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import Connection, Delete, Insert, Select, TextClause, Update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
+from sqlalchemy.orm import Session
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, TableClause
 
-from pro_app.db.engine import NO_TRANSACTION_OPTION, note_disconnect
+from pro_app.db.audit_guard import note_write
+from pro_app.db.engine import NO_TRANSACTION_OPTION, READ_ONLY_INFO, ReadOnlyRequest, note_disconnect
 
 _STATEMENT_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 
@@ -49,6 +54,62 @@ class _Compiled:
     positions: Sequence[str] | None  # the parameters' order, for positional paramstyles (SQLite's "?")
     bind: Mapping[str, Callable[[Any], Any]]
     result: tuple[Callable[[Any], Any] | None, ...]
+    #: Columns SQLAlchemy computes in Python for this statement (``onupdate=utcnow``, say):
+    #: such a statement always goes through SQLAlchemy, which fills them in.
+    needs_python_defaults: bool = False
+
+
+def _compile(statement: ClauseElement, dialect: Dialect, column_keys: list[str] | None = None,
+             result_types: Sequence[Any] = ()) -> _Compiled:
+    done = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=column_keys))
+    bind: dict[str, Callable[[Any], Any]] = {}
+    for parameter, name in done.bind_names.items():
+        process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            bind[name] = process
+    result = tuple(type_.dialect_impl(dialect).result_processor(dialect, None) for type_ in result_types)
+    prefetch = bool(done.insert_prefetch or done.update_prefetch)
+    return _Compiled(done.string, done.construct_params, done.positiontup, bind, result, prefetch)
+
+
+def _watched(connection: Connection) -> bool:
+    """Whether something would miss a statement sent past SQLAlchemy: cursor event listeners
+    (of the engine or the connection), or statement logging."""
+    dispatch = connection.dispatch
+    if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+        return True
+    return bool(connection.engine.echo) or _STATEMENT_LOG.isEnabledFor(logging.INFO)
+
+
+def _run(connection: Connection, compiled: _Compiled, parameters: Mapping[str, Any]) -> tuple[list[Any], int]:
+    """Send ``compiled`` on the connection's DB-API cursor: its rows (if any) and row count."""
+    try:
+        values = compiled.construct_params(parameters)
+        for name, process in compiled.bind.items():
+            values[name] = process(values[name])
+    except Exception as error:  # as SQLAlchemy reports a parameter it cannot convert
+        raise StatementError(f"({type(error).__name__}) {error}", compiled.sql, None, error) from error
+    arguments = [values[name] for name in compiled.positions] if compiled.positions is not None else values
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # a checked-out, valid connection
+    cursor = None
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(compiled.sql, arguments)
+        rows = list(cursor.fetchall()) if cursor.description is not None else []
+        return rows, cursor.rowcount
+    except connection.dialect.loaded_dbapi.Error as error:
+        lost = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(error)
+            note_disconnect(connection.engine)
+        raise DBAPIError.instance(
+            compiled.sql, None, error, connection.dialect.loaded_dbapi.Error, hide_parameters=True,
+            dialect=connection.dialect, connection_invalidated=lost,
+        ) from error
+    finally:
+        if cursor is not None and not connection.invalidated:
+            cursor.close()
 
 
 class DirectRead:
@@ -67,33 +128,12 @@ class DirectRead:
         """Every row, as ``connection.execute(statement, parameters).all()`` returns them."""
         if not self._can_go_direct(connection):
             return list(connection.execute(self.statement, dict(parameters)).all())
-        compiled = self._compile(connection.dialect)
-        try:
-            values = compiled.construct_params(parameters)
-            for name, process in compiled.bind.items():
-                values[name] = process(values[name])
-        except Exception as error:  # as SQLAlchemy reports a parameter it cannot convert
-            raise StatementError(f"({type(error).__name__}) {error}", compiled.sql, None, error) from error
-        arguments = [values[name] for name in compiled.positions] if compiled.positions is not None else values
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None  # a checked-out, valid connection
-        cursor = None
-        try:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(compiled.sql, arguments)
-            rows = cursor.fetchall()
-        except connection.dialect.loaded_dbapi.Error as error:
-            lost = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(error)
-                note_disconnect(connection.engine)
-            raise DBAPIError.instance(
-                compiled.sql, None, error, connection.dialect.loaded_dbapi.Error, hide_parameters=True,
-                dialect=connection.dialect, connection_invalidated=lost,
-            ) from error
-        finally:
-            if cursor is not None and not connection.invalidated:
-                cursor.close()
+        compiled = self._compiled.get(connection.dialect)
+        if compiled is None:
+            compiled = _compile(self.statement, connection.dialect,
+                                result_types=[column.type for column in self.statement.selected_columns])
+            self._compiled[connection.dialect] = compiled
+        rows, _count = _run(connection, compiled, parameters)
         convert = compiled.result
         make = self._row
         return [make(*[value if process is None else process(value) for process, value in zip(convert, row)])
@@ -114,27 +154,80 @@ class DirectRead:
 
     @staticmethod
     def _can_go_direct(connection: Connection) -> bool:
-        dispatch = connection.dispatch
-        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
-            return False
-        if connection.engine.echo or _STATEMENT_LOG.isEnabledFor(logging.INFO):
+        if _watched(connection):
             return False
         if connection.in_transaction():
             return True
         options = connection.get_execution_options()
         return bool(options.get(NO_TRANSACTION_OPTION)) or options.get("isolation_level") == "AUTOCOMMIT"
 
-    def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect)
+
+@dataclass(frozen=True)
+class Written:
+    """What a :class:`DirectWrite` did: the rows of its ``RETURNING`` (as tuples), and how many
+    rows an ``UPDATE`` or ``DELETE`` matched (as SQLAlchemy documents ``rowcount``: for an
+    ``INSERT`` it means nothing reliable)."""
+
+    rows: list[Any]
+    rowcount: int
+
+    def first(self) -> Any | None:
+        return self.rows[0] if self.rows else None
+
+
+class DirectWrite:
+    """An ``INSERT``, ``UPDATE`` or ``DELETE`` of a session's transaction, run on the driver's
+    cursor of the session's connection.
+
+    The transaction stays the session's (begun, committed and rolled back by it); only the
+    statement is sent past SQLAlchemy's execution. What the session's hooks do for a statement
+    sent through it is done here: a session that may not write refuses it
+    (:class:`~pro_app.db.engine.ReadOnlyRequest`), and the audit guard notes the table written
+    (:func:`pro_app.db.audit_guard.note_write`). A textual statement names the table it writes
+    and whether it inserts (``table``, ``insert``). The statement goes through
+    ``Session.execute`` instead when its statements are watched or logged (see the module), and
+    when SQLAlchemy computes a column of it in Python (an ``onupdate`` default).
+    """
+
+    def __init__(self, statement: Insert | Update | Delete | TextClause, *, table: str | None = None,
+                 insert: bool | None = None) -> None:
+        if isinstance(statement, TextClause):
+            if table is None or insert is None:
+                raise ValueError("a textual direct write names its table and whether it inserts")
+        else:
+            table = statement.table.name if isinstance(statement.table, TableClause) else None
+            if table is None:
+                raise ValueError("a direct write's statement must write one table")
+            insert = isinstance(statement, Insert)
+        self.statement = statement
+        self.table: str = table
+        self.insert: bool = bool(insert)
+        # By dialect, then by the parameters' names (an INSERT's columns are the ones given).
+        self._compiled: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, ...], _Compiled]] = (
+            weakref.WeakKeyDictionary())
+
+    def execute(self, session: Session, parameters: Mapping[str, Any]) -> Written:
+        if session.info.get(READ_ONLY_INFO):
+            raise ReadOnlyRequest("a request sent a write statement while only reading")
+        connection = session.connection()
+        compiled = None if _watched(connection) else self._compile(connection.dialect, parameters)
+        if compiled is None or compiled.needs_python_defaults:
+            result = cast(CursorResult[Any], session.execute(self.statement, dict(parameters)))  # the hooks note it
+            if result.returns_rows:
+                rows = [tuple(row) for row in result.all()]
+                return Written(rows, len(rows))
+            return Written([], result.rowcount)
+        rows, count = _run(connection, compiled, parameters)
+        note_write(session, self.table, insert=self.insert, rows=count)
+        return Written([tuple(row) for row in rows], count)
+
+    def _compile(self, dialect: Dialect, parameters: Mapping[str, Any]) -> _Compiled:
+        by_keys = self._compiled.get(dialect)
+        if by_keys is None:
+            by_keys = self._compiled[dialect] = {}
+        keys = tuple(sorted(parameters))
+        compiled = by_keys.get(keys)
         if compiled is None:
-            done = self.statement.compile(dialect=dialect)
-            bind: dict[str, Callable[[Any], Any]] = {}
-            for parameter, name in done.bind_names.items():
-                process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
-                if process is not None:
-                    bind[name] = process
-            result = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                           for column in self.statement.selected_columns)
-            compiled = _Compiled(done.string, done.construct_params, done.positiontup, bind, result)
-            self._compiled[dialect] = compiled
+            column_keys = None if isinstance(self.statement, TextClause) else list(keys)
+            compiled = by_keys[keys] = _compile(self.statement, dialect, column_keys)
         return compiled

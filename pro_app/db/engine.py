@@ -30,6 +30,15 @@ WRITE_OPTION = "pro_app_writes"
 #: statements: no ``BEGIN`` is sent, so each statement runs as its own transaction (as
 #: ``AUTOCOMMIT`` does on PostgreSQL).
 NO_TRANSACTION_OPTION = "pro_app_no_transaction"
+#: ``Session.info`` key of a session that must not write (a page view, or the reading part of
+#: a request that writes later: see :mod:`pro_app.web.database`).
+READ_ONLY_INFO = "pro_app_read_only"
+
+
+class ReadOnlyRequest(RuntimeError):
+    """A request tried to write while it may only read: a page view marked ``reads_only``,
+    or on SQLite a request marked ``reads_first`` before ``begin_writing`` (its reads run
+    outside a transaction: a write there would not be atomic)."""
 
 
 def writer_engine(engine: Engine) -> Engine:

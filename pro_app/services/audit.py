@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
-from pro_app.db.direct import DirectRead
+from pro_app.db.direct import DirectRead, DirectWrite
 from pro_app.db.models import AuditChainHead, AuditEvent
 from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
@@ -77,7 +77,7 @@ _HEAD_READ = DirectRead(_READ_HEAD)
 #: ``head`` argument of :func:`record_event`).
 CHAIN_HEAD = _HEAD
 CHAIN_HEAD_ID = _HEAD_ID
-_APPEND = insert(table_of(AuditEvent))
+_APPEND = DirectWrite(insert(table_of(AuditEvent)))  # on the driver's cursor: see pro_app.db.direct
 #: ``Session.info`` key of the head this transaction's last event made: the head's row stays
 #: this transaction's until it ends (locked on PostgreSQL, the whole database on SQLite), so a
 #: transaction appending several events (a submission: its scores, alerts and notifications)
@@ -139,7 +139,7 @@ def record_event(
         "prev_hash": last_hash,
     }
     digest = _event_hash(**fields)
-    session.execute(_APPEND, {**fields, "hash": digest})
+    _APPEND.execute(session, {**fields, "hash": digest})
     session.info[_HEAD_MADE] = (fields["seq"], digest)
     return int(fields["seq"])
 

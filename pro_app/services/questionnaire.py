@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from pro_app.db.direct import DirectRead
+from pro_app.db.direct import DirectRead, DirectWrite
 from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
 from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
@@ -282,10 +282,13 @@ def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
 
 
 #: The receipt of a request, unless the request id has one: a duplicate is no error, so the
-#: save and the submission need no savepoint.
-_ADD_RECEIPT_ONCE = _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id)
-_ADD_ANSWER = insert(_ANSWER_TABLE)
-_CHANGE_ANSWER = (
+#: save and the submission need no savepoint. The save's writes, on every answer saved, run on
+#: the driver's cursor in the session's transaction (:class:`~pro_app.db.direct.DirectWrite`).
+_ADD_RECEIPT_ONCE = DirectWrite(
+    _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id), table=_RECEIPTS.name, insert=True
+)
+_ADD_ANSWER = DirectWrite(insert(_ANSWER_TABLE))
+_CHANGE_ANSWER = DirectWrite(
     update(_ANSWER_TABLE)
     .where(_ANSWER_TABLE.c.id == bindparam("answer_id"))
     .values(value=bindparam("new_value"), locale=bindparam("new_locale"), answered_at=bindparam("new_at"),
@@ -605,7 +608,7 @@ def _write_answer(
     changed = stored_id is None or stored_value != value
     # The receipt first: a duplicate request stops here, before it has changed anything.
     # Writes go through the session, whose audit guard notes the tables they change.
-    added = session.execute(_ADD_RECEIPT_ONCE, {
+    added = _ADD_RECEIPT_ONCE.execute(session, {
         "request_id": request_id,
         "kind": ReceiptKind.ANSWER.value,
         "participant_id": assessment.participant_id,
@@ -620,12 +623,12 @@ def _write_answer(
     if not changed:
         return SavedAnswer(item_id, value, changed=False, request_id=request_id, saved_at=now)
     if stored_id is None:
-        session.execute(_ADD_ANSWER, {
+        _ADD_ANSWER.execute(session, {
             "assessment_id": assessment.id, "item_id": item_id, "value": value, "locale": locale,
             "answered_at": now, "answered_by": actor,
         })
     else:
-        session.execute(_CHANGE_ANSWER, {
+        _CHANGE_ANSWER.execute(session, {
             "answer_id": stored_id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
         })
         _expire_loaded(session, Answer, stored_id)
@@ -775,7 +778,7 @@ def _write_submission(
 ) -> Submission | None:
     """The writes of a submission, the receipt first: None, with nothing written, when the
     submission key has a receipt already (no savepoint needed, as for an answer save)."""
-    added = session.execute(_ADD_RECEIPT_ONCE, {
+    added = _ADD_RECEIPT_ONCE.execute(session, {
         "request_id": submission_key,
         "kind": ReceiptKind.SUBMIT.value,
         "participant_id": assessment.participant_id,

@@ -28,14 +28,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from pro_app.db import audit_guard
-from pro_app.db.engine import NO_TRANSACTION_OPTION, WRITE_OPTION, make_engine, make_session_factory, writer_engine
+from pro_app.db.engine import (
+    NO_TRANSACTION_OPTION, READ_ONLY_INFO, WRITE_OPTION, ReadOnlyRequest, make_engine, make_session_factory,
+    writer_engine,
+)
 
 _G_KEY = "_pro_db_session"
 _G_CONNECTION_KEY = "_pro_db_connection"
 _READS_FIRST = "pro_app_reads_first"
 _READS_ONLY = "pro_app_reads_only"
-#: ``Session.info`` key of a session that must not write (see :func:`reads_only`).
-READ_ONLY_INFO = "pro_app_read_only"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -59,12 +60,6 @@ def reads_only(view: View) -> View:
     """
     setattr(view, _READS_ONLY, True)
     return view
-
-
-class ReadOnlyRequest(RuntimeError):
-    """A request tried to write while it may only read: a page view marked :func:`reads_only`,
-    or on SQLite a request marked :func:`reads_first` before :meth:`Database.begin_writing`
-    (its reads run outside a transaction: a write there would not be atomic)."""
 
 
 def _view_marked(mark: str) -> bool:

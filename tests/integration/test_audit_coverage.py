@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -65,13 +65,8 @@ EN_TEXT = Path(__file__).resolve().parents[2] / "pro_app" / "instruments" / "qlq
 
 
 @pytest.fixture
-def session(connection: Connection) -> Iterator[Session]:
-    """A session of the application's kind, guarded: an unaudited commit raises."""
-    guarded = make_session_factory(connection, join_transaction_mode="create_savepoint", info=session_info("raise"))()
-    try:
-        yield guarded
-    finally:
-        guarded.close()
+def session(guarded_session: Session) -> Session:
+    return guarded_session
 
 
 def _last_seq(session: Session) -> int:

@@ -1,6 +1,10 @@
-"""Reads run on the driver's cursor (pro_app.db.direct): the same rows and types as SQLAlchemy
-gives, no transaction begun where SQLAlchemy would begin none, SQLAlchemy's own path whenever
-something watches the statements, and SQLAlchemy's errors, a lost connection included."""
+"""Statements run on the driver's cursor (pro_app.db.direct).
+
+Reads: the same rows and types as SQLAlchemy gives, no transaction begun where SQLAlchemy
+would begin none. Writes: in the session's transaction, seen by the audit guard, refused by a
+session that may not write, through the session when SQLAlchemy computes a column. Both:
+SQLAlchemy's own path whenever something watches the statements, and SQLAlchemy's errors, a lost
+connection included."""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, bindparam, column, event, literal_column, select, table, text
-from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
+from sqlalchemy import Connection, Engine, bindparam, column, event, func, insert, literal_column, select, table, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.orm import Session
 
-from pro_app.db.direct import DirectRead
-from pro_app.db.engine import NO_TRANSACTION_OPTION, make_engine
+from pro_app.db.audit_guard import UnauditedWrite
+from pro_app.db.direct import DirectRead, DirectWrite
+from pro_app.db.engine import NO_TRANSACTION_OPTION, READ_ONLY_INFO, ReadOnlyRequest, make_engine
+from pro_app.db.models import Answer, Assessment
 from pro_app.services.questionnaire import current_assessment, record_answer, start_assessment
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
@@ -185,3 +191,113 @@ def test_one_gives_the_row_or_the_errors_result_one_gives(engine: Engine) -> Non
             some.one(reading, {"most": 0})
         with pytest.raises(MultipleResultsFound):
             some.one(reading, {"most": 2})
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+_ANSWER_ADDED = DirectWrite(insert(Answer.__table__))
+_ANSWER_CHANGED = DirectWrite(
+    update(Answer.__table__).where(Answer.__table__.c.id == bindparam("answer_id")).values(value=bindparam("new_value"))
+)
+
+
+@pytest.fixture
+def guarded(guarded_session: Session) -> Session:
+    return guarded_session
+
+
+def _open_assessment(session: Session) -> Assessment:
+    study = make_study(session, "WRITE")
+    participant = enrol(session, study)
+    assessment = current_assessment(session, participant, now=now_utc(), grace=GRACE)
+    assert assessment is not None
+    return assessment
+
+
+def _answer(assessment: Assessment, item: str = "q1", value: int = 2) -> dict[str, Any]:
+    return {"assessment_id": assessment.id, "item_id": item, "value": value, "locale": "en",
+            "answered_at": now_utc(), "answered_by": "test"}
+
+
+def test_a_direct_write_writes_in_the_sessions_transaction(guarded: Session) -> None:
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    _ANSWER_ADDED.execute(guarded, _answer(assessment))
+    stored = guarded.execute(select(Answer.id, Answer.value).where(Answer.assessment_id == assessment.id)).one()
+    assert stored.value == 2
+    changed = _ANSWER_CHANGED.execute(guarded, {"answer_id": stored.id, "new_value": 4})
+    assert changed.rowcount == 1
+    assert _ANSWER_CHANGED.execute(guarded, {"answer_id": stored.id + 1000, "new_value": 4}).rowcount == 0
+    assert guarded.scalar(select(Answer.value).where(Answer.id == stored.id)) == 4
+    guarded.rollback()  # the session's transaction: its rollback takes the writes with it
+    assert guarded.scalar(select(func.count()).select_from(Answer)) == 0
+
+
+def test_the_audit_guard_sees_a_direct_write(guarded: Session) -> None:
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    _ANSWER_ADDED.execute(guarded, _answer(assessment))
+    with pytest.raises(UnauditedWrite, match="answers"):
+        guarded.commit()
+    guarded.rollback()
+    changes_nothing = _ANSWER_CHANGED.execute(guarded, {"answer_id": 0, "new_value": 1})
+    assert changes_nothing.rowcount == 0
+    guarded.commit()  # an UPDATE that matched no row changed nothing: no event needed
+
+
+def test_a_session_that_may_not_write_refuses_a_direct_write(guarded: Session) -> None:
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    guarded.info[READ_ONLY_INFO] = True
+    with pytest.raises(ReadOnlyRequest):
+        _ANSWER_ADDED.execute(guarded, _answer(assessment))
+    guarded.info.pop(READ_ONLY_INFO)
+    assert guarded.scalar(select(func.count()).select_from(Answer)) == 0
+
+
+def test_a_column_sqlalchemy_computes_sends_the_write_through_the_session(guarded: Session) -> None:
+    """``assessments.updated_at`` has ``onupdate=utcnow``: SQLAlchemy fills it in."""
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    before = guarded.scalar(select(Assessment.updated_at).where(Assessment.id == assessment.id))
+    touch = DirectWrite(update(Assessment.__table__).where(Assessment.__table__.c.id == bindparam("assessment_id"))
+                        .values(occurrence=bindparam("new_occurrence")))
+    assert touch.execute(guarded, {"assessment_id": assessment.id, "new_occurrence": 7}).rowcount == 1
+    after = guarded.execute(select(Assessment.updated_at, Assessment.occurrence)
+                            .where(Assessment.id == assessment.id)).one()
+    assert after.occurrence == 7 and after.updated_at > before
+
+
+def test_a_watched_write_goes_through_the_session_and_is_seen(guarded: Session, connection: Connection) -> None:
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(connection, "before_cursor_execute", count)
+    try:
+        _ANSWER_ADDED.execute(guarded, _answer(assessment))
+    finally:
+        event.remove(connection, "before_cursor_execute", count)
+    assert [statement for statement in seen if "answers" in statement] == [
+        statement for statement in seen if statement.startswith("INSERT INTO answers")] != []
+    assert guarded.scalar(select(func.count()).select_from(Answer).where(Answer.assessment_id == assessment.id)) == 1
+
+
+def test_a_direct_write_error_is_sqlalchemys(guarded: Session) -> None:
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    _ANSWER_ADDED.execute(guarded, _answer(assessment, "q1", 2))
+    with pytest.raises(IntegrityError) as raised:  # one answer per item
+        _ANSWER_ADDED.execute(guarded, _answer(assessment, "q1", 3))
+    assert "answered_by" in str(raised.value) or "answers" in str(raised.value)
+    assert "'test'" not in str(raised.value)  # the parameters are not shown
+    guarded.rollback()
+
+
+def test_a_textual_direct_write_names_its_table() -> None:
+    with pytest.raises(ValueError, match="names its table"):
+        DirectWrite(text("DELETE FROM answers"))
+    assert DirectWrite(text("DELETE FROM answers"), table="answers", insert=False).table == "answers"
