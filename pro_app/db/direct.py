@@ -26,7 +26,6 @@ and the web layer's error handling see what they would see from ``Connection.exe
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -42,10 +41,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, TableClause
 
 from pro_app.db.audit_guard import note_write
-from pro_app.db.engine import NO_TRANSACTION_OPTION, READ_ONLY_INFO, ReadOnlyRequest, note_disconnect
-
-_STATEMENT_LOG = logging.getLogger("sqlalchemy.engine.Engine")
-
+from pro_app.db.engine import (
+    NO_TRANSACTION_OPTION, READ_ONLY_INFO, ReadOnlyRequest, note_disconnect, statements_watched,
+)
 
 @dataclass(frozen=True)
 class _Compiled:
@@ -70,15 +68,6 @@ def _compile(statement: ClauseElement, dialect: Dialect, column_keys: list[str] 
     result = tuple(type_.dialect_impl(dialect).result_processor(dialect, None) for type_ in result_types)
     prefetch = bool(done.insert_prefetch or done.update_prefetch)
     return _Compiled(done.string, done.construct_params, done.positiontup, bind, result, prefetch)
-
-
-def _watched(connection: Connection) -> bool:
-    """Whether something would miss a statement sent past SQLAlchemy: cursor event listeners
-    (of the engine or the connection), or statement logging."""
-    dispatch = connection.dispatch
-    if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
-        return True
-    return bool(connection.engine.echo) or _STATEMENT_LOG.isEnabledFor(logging.INFO)
 
 
 def _run(connection: Connection, compiled: _Compiled, parameters: Mapping[str, Any]) -> tuple[list[Any], int]:
@@ -154,7 +143,7 @@ class DirectRead:
 
     @staticmethod
     def _can_go_direct(connection: Connection) -> bool:
-        if _watched(connection):
+        if statements_watched(connection):
             return False
         if connection.in_transaction():
             return True
@@ -206,11 +195,16 @@ class DirectWrite:
         self._compiled: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, ...], _Compiled]] = (
             weakref.WeakKeyDictionary())
 
-    def execute(self, session: Session, parameters: Mapping[str, Any]) -> Written:
+    def execute(self, session: Session, parameters: Mapping[str, Any], *,
+                connection: Connection | None = None) -> Written:
+        """Run the statement in the session's transaction. ``connection``: the session's, as
+        ``session.connection()`` gave it in this transaction, when the caller has it at hand
+        (asking the session again costs about as much as the statement itself)."""
         if session.info.get(READ_ONLY_INFO):
             raise ReadOnlyRequest("a request sent a write statement while only reading")
-        connection = session.connection()
-        compiled = None if _watched(connection) else self._compile(connection.dialect, parameters)
+        if connection is None:
+            connection = session.connection()
+        compiled = None if statements_watched(connection) else self._compile(connection.dialect, parameters)
         if compiled is None or compiled.needs_python_defaults:
             result = cast(CursorResult[Any], session.execute(self.statement, dict(parameters)))  # the hooks note it
             if result.returns_rows:

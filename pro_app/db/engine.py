@@ -12,9 +12,9 @@ import time
 import weakref
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
@@ -39,6 +39,18 @@ class ReadOnlyRequest(RuntimeError):
     """A request tried to write while it may only read: a page view marked ``reads_only``,
     or on SQLite a request marked ``reads_first`` before ``begin_writing`` (its reads run
     outside a transaction: a write there would not be atomic)."""
+
+
+_STATEMENT_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+
+
+def statements_watched(connection: Connection) -> bool:
+    """Whether something would miss a statement sent on the driver past SQLAlchemy: cursor
+    event listeners (of the engine or the connection), or statement logging."""
+    dispatch = connection.dispatch
+    if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+        return True
+    return bool(connection.engine.echo) or _STATEMENT_LOG.isEnabledFor(logging.INFO)
 
 
 def writer_engine(engine: Engine) -> Engine:
@@ -163,14 +175,21 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         if options.get(NO_TRANSACTION_OPTION, False):
             return
         immediate = options.get(WRITE_OPTION, False)
-        if immediate:
-            dbapi_connection = connection.connection.dbapi_connection
-            if isinstance(dbapi_connection, QueuedWriterConnection):
-                try:
-                    dbapi_connection.wait_for_write_turn()
-                except sqlite3.OperationalError as error:  # as SQLAlchemy reports the driver's errors
-                    raise OperationalError("BEGIN IMMEDIATE", None, error) from None
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        dbapi_connection = connection.connection.dbapi_connection
+        if immediate and isinstance(dbapi_connection, QueuedWriterConnection):
+            try:
+                dbapi_connection.wait_for_write_turn()
+            except sqlite3.OperationalError as error:  # as SQLAlchemy reports the driver's errors
+                raise OperationalError(statement, None, error) from None
+        if statements_watched(connection):
+            connection.exec_driver_sql(statement)
+            return
+        try:  # on the driver itself, as pro_app.db.direct sends the patients' statements
+            dbapi_connection.execute(statement)
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(statement, None, error, sqlite3.Error, hide_parameters=True,
+                                      dialect=connection.dialect) from None
 
 
 # Waiting for the write turn: a writer holds it for a millisecond or two (its statements and

@@ -122,8 +122,9 @@ def record_event(
     session.flush()  # pending ORM changes reach the database before the event describing them
     if head is None:
         head = session.info.get(_HEAD_MADE)
+    connection = session.connection()
     if head is None:
-        read = _HEAD_READ.one(session.connection(), {})  # made by the migrations, never removed
+        read = _HEAD_READ.one(connection, {})  # made by the migrations, never removed
         head = (read.last_seq, read.last_hash)
     last_seq, last_hash = head
     fields: dict[str, Any] = {
@@ -139,7 +140,7 @@ def record_event(
         "prev_hash": last_hash,
     }
     digest = _event_hash(**fields)
-    _APPEND.execute(session, {**fields, "hash": digest})
+    _APPEND.execute(session, {**fields, "hash": digest}, connection=connection)
     session.info[_HEAD_MADE] = (fields["seq"], digest)
     return int(fields["seq"])
 

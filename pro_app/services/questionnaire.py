@@ -580,7 +580,7 @@ def record_answer(
     head = (locked.last_seq, locked.last_hash) if lock is _LOCK_VALUES_AND_HEAD else None
     saved = _write_answer(
         session, locked, item_id=item_id, value=checked, locale=locale, actor=actor, now=now, request_id=request_id,
-        head=head,
+        head=head, connection=connection,
     )
     if saved is not None:
         return saved
@@ -600,6 +600,7 @@ def _write_answer(
     now: datetime,
     request_id: str,
     head: tuple[int, str] | None,
+    connection: Connection,
 ) -> SavedAnswer | None:
     """The writes of one answer save; ``assessment`` is the questionnaire's row read under the
     lock, with the stored answer to ``item_id`` (and on SQLite the audit chain's ``head``). None,
@@ -617,7 +618,7 @@ def _write_answer(
         "value": value,
         "outcome": (ReceiptOutcome.SAVED if changed else ReceiptOutcome.UNCHANGED).value,
         "recorded_at": now,
-    }).first()
+    }, connection=connection).first()
     if added is None:
         return None
     if not changed:
@@ -626,11 +627,11 @@ def _write_answer(
         _ADD_ANSWER.execute(session, {
             "assessment_id": assessment.id, "item_id": item_id, "value": value, "locale": locale,
             "answered_at": now, "answered_by": actor,
-        })
+        }, connection=connection)
     else:
         _CHANGE_ANSWER.execute(session, {
             "answer_id": stored_id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
-        })
+        }, connection=connection)
         _expire_loaded(session, Answer, stored_id)
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         started_at = assessment.started_at or now

@@ -7,6 +7,7 @@ These tests use SQLite files of their own: they hold the write lock across conne
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -117,3 +118,26 @@ def test_readers_do_not_queue(sqlite_file: str) -> None:
             assert reading.execute(text("SELECT count(*) FROM saves")).scalar() == 0
     holder.dispose()
     reader.dispose()
+
+
+def test_a_writer_outside_the_queue_is_waited_for_then_refused_with_sqlites_error(sqlite_file: str) -> None:
+    """A program that writes without taking its turn on the lock file (a migration, the
+    sqlite3 shell) holds the write lock: ``BEGIN IMMEDIATE`` waits in SQLite's busy handler, then
+    fails with SQLite's own error as SQLAlchemy raises it, and leaves the turn to the next."""
+    outsider = sqlite3.connect(sqlite_file.removeprefix("sqlite:///"), isolation_level=None)
+    waiter = _writer(sqlite_file, timeout_ms=300)
+    try:
+        outsider.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked") as raised:
+            with waiter.begin() as blocked:
+                blocked.execute(text("INSERT INTO saves (who) VALUES ('never')"))
+        assert 0.25 < time.monotonic() - started < 5
+        assert raised.value.statement == "BEGIN IMMEDIATE"
+        outsider.execute("ROLLBACK")
+        with waiter.begin() as connection:  # the turn was given back: the next write goes ahead
+            connection.execute(text("INSERT INTO saves (who) VALUES ('later')"))
+            assert connection.execute(text("SELECT who FROM saves")).scalars().all() == ["later"]
+    finally:
+        outsider.close()
+        waiter.dispose()
