@@ -240,6 +240,16 @@ def test_tampered_form_values_are_refused(client: FlaskClient, patient, db_sessi
     assert client.post("/q/1", data={"assessment": assessment.id, "value": "abc"}).status_code == 400
     assert client.post("/q/1", data={"assessment": "", "value": 1}).status_code == 400
     assert client.post("/q/1", data={"assessment": assessment.id + 77, "value": 1}).status_code == 409
+    assert client.post("/q/1", data={"assessment": "0", "value": 1}).status_code == 409
+    assert client.post("/q/1", data={"assessment": assessment.id, "value": "-1"}).status_code == 400
+    assert client.post("/q/1", data={"assessment": assessment.id, "value": "2.0"}).status_code == 400
+    assert client.post("/q/1", data={"assessment": assessment.id, "value": 1, "go": "x" * 11}).status_code == 400
+    assert client.post("/q/1", json={"assessment": assessment.id, "value": [1]}).status_code == 400
+    assert client.post("/q/1", json={"assessment": assessment.id, "value": 1, "go": 7}).status_code == 400
+    assert _answers(db_session, assessment) == {}
+    # No answer chosen: the patient moves on, nothing is saved.
+    moved_on = client.post("/q/1", data={"assessment": assessment.id, "value": " ", "go": "next"})
+    assert moved_on.status_code == 303 and moved_on.headers["Location"].endswith("/q/2")
     assert _answers(db_session, assessment) == {}
 
 

@@ -2,29 +2,65 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import request
 from flask_babel import lazy_gettext as _l
-from wtforms import BooleanField, HiddenField, IntegerField, RadioField, StringField
+from wtforms import BooleanField, HiddenField, IntegerField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from pro_app.web.forms import Form
 
 
-class AnswerForm(Form):
-    """One question. ``go`` is the button pressed (next, back, review); ``assessment`` ties
-    the answer to the questionnaire the page was shown for, so a stale page or a shared
-    tablet can never put an answer into another questionnaire. ``request_id`` is a fresh
-    UUID in every rendered page: the browser re-posting the same page sends the same id,
-    so the answer is saved once (its format is checked by the request id protocol)."""
+@dataclass(frozen=True)
+class QuestionPost:
+    """One question's form, posted by the page without JavaScript (or by a page whose sign-in
+    ended meanwhile). Read without a WTForms form, as the background save is: it is sent for
+    every answer a patient without JavaScript gives. The CSRF token is checked for every post
+    by CSRFProtect.
 
-    value = RadioField(coerce=int, validators=[Optional()], validate_choice=True)
-    assessment = IntegerField(validators=[DataRequired()])
-    go = StringField(validators=[Optional(), Length(max=10)])
-    request_id = HiddenField()
+    ``assessment`` ties the answer to the questionnaire the page was shown for, so a stale
+    page or a shared tablet can never put an answer into another questionnaire; ``value`` is
+    the answer chosen (None: none was chosen, or it is not a whole number); ``go`` is the button
+    pressed (next, back, review); ``request_id`` is a fresh UUID in every rendered page: the
+    browser re-posting the same page sends the same id, so the answer is saved once (its
+    format is checked by the request id protocol)."""
+
+    assessment: int | None
+    value: int | None
+    value_given: bool
+    go: str | None
+    go_readable: bool
+    request_id: object = None
+
+    def is_valid(self, choices: Collection[int]) -> bool:
+        """The questionnaire named (a whole number other than 0), an answer among ``choices``
+        if one was given, and a button name of at most 10 characters."""
+        return (
+            bool(self.assessment)
+            and (not self.value_given or self.value in choices)
+            and self.go_readable
+        )
+
+
+def read_question_post() -> QuestionPost:
+    data: Any = request.get_json(silent=True) if request.is_json else request.form
+    if not isinstance(data, Mapping):
+        data = {}
+    raw_value = data.get("value")
+    given = raw_value is not None and not (isinstance(raw_value, str) and not raw_value.strip())
+    go = data.get("go")
+    readable = go is None or (isinstance(go, str) and len(go) <= 10)
+    return QuestionPost(
+        assessment=_whole_number(data.get("assessment")),
+        value=_whole_number(raw_value) if given else None,
+        value_given=given,
+        go=go if readable else None,
+        go_readable=readable,
+        request_id=data.get("request_id"),
+    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pro_app.web.patient.context import (
     instrument_and_text,
     submission_key_for,
 )
-from pro_app.web.patient.forms import AnswerForm, SubmitForm
+from pro_app.web.patient.forms import SubmitForm
 from pro_app.web.signed import csrf_token
 
 
@@ -201,23 +201,6 @@ def render_review(
         error=error,
         confirm_needed=confirm_needed,
     )
-
-
-def posted_value(form: AnswerForm) -> int | None:
-    """The answer a question form carried, if it reads as a number (before any other check)."""
-    raw = form.value.raw_data[0] if form.value.raw_data else None
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def posted_assessment_id(form: AnswerForm) -> int | None:
-    raw = form.assessment.raw_data[0] if form.assessment.raw_data else None
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
 
 
 def same_origin() -> bool:

@@ -37,7 +37,7 @@ from pro_app.web.patient.context import (
     load_patient,
     pending_answer,
 )
-from pro_app.web.patient.forms import AnswerForm, SubmitForm
+from pro_app.web.patient.forms import QuestionPost, SubmitForm, read_question_post
 from pro_app.web.signed import csrf_token
 
 JsonResult = tuple[dict[str, object], int]
@@ -88,21 +88,21 @@ def _answer_api_not_verified() -> JsonResult:
 
 def _question_not_verified(number: int) -> RenderResult:
     now = utcnow()
-    form = AnswerForm()  # read, never validated; the page shown carries a fresh token
+    post = read_question_post()  # the page shown carries a fresh token
     context = load_patient(now)
     if context is None:
-        return session_ended(number, form, now)
+        return session_ended(number, post, now)
     if not pages.same_origin():
         return errors.csrf_failure()
     assessment = assessment_for(context, now)
-    if assessment is None or pages.posted_assessment_id(form) != assessment.id:
+    if assessment is None or post.assessment != assessment.id:
         return pages.closed_page(context, now)
     instrument, text = pages.wording_for(context, assessment)
     if not 1 <= number <= len(instrument.items) or assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
     item = instrument.items[number - 1]
     allowed = instrument.response_set(item.response_set).values
-    value = pages.posted_value(form)
+    value = post.value
     selected = value if value in allowed else answers_of(database.session, assessment).get(item.id)
     notice = _("This page had expired, so your answer has not been saved yet. "
                "Please check it and press the button again to save it.")
@@ -124,10 +124,10 @@ def _submission_not_verified() -> RenderResult:
     return pages.render_review(context, assessment, form, message=message), 400
 
 
-def session_ended(number: int, form: AnswerForm, now: datetime) -> tuple[str, int]:
+def session_ended(number: int, post: QuestionPost, now: datetime) -> tuple[str, int]:
     """A question posted without a sign-in: keep its answer for the patient to confirm later."""
-    value = pages.posted_value(form)
-    assessment_id = pages.posted_assessment_id(form)
+    value = post.value
+    assessment_id = post.assessment
     kept = (
         value is not None
         and assessment_id is not None

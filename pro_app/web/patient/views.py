@@ -42,7 +42,6 @@ from pro_app.services.questionnaire import (
     submit_assessment,
 )
 from pro_app.services.throttle import register_attempt
-from pro_app.web.choices import options
 from pro_app.web.patient import pages, receipts, recovery
 from pro_app.web.patient.context import (
     PatientContext,
@@ -56,12 +55,13 @@ from pro_app.web.patient.context import (
     sign_in_with_link,
 )
 from pro_app.web.patient.forms import (
-    AnswerForm,
     AnswerRequest,
     CodeForm,
+    QuestionPost,
     StartForm,
     SubmitForm,
     read_answer_request,
+    read_question_post,
 )
 
 bp = Blueprint("patient", __name__)
@@ -169,7 +169,7 @@ def question(number: int) -> RenderResult:
     context = load_patient(now, item_id=item_id_at(number) if request.method == "GET" else None)
     if context is None:
         if request.method == "POST":
-            return recovery.session_ended(number, AnswerForm(), now)
+            return recovery.session_ended(number, read_question_post(), now)
         abort(401)
     assessment = open_assessment_for(context, now)
     if assessment is None:
@@ -181,9 +181,7 @@ def question(number: int) -> RenderResult:
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
     if request.method == "POST":
-        form = AnswerForm()
-        form.value.choices = options((v, str(v)) for v in instrument.response_set(item.response_set).values)
-        return _save_question(context, assessment, instrument, text, item, form, now)
+        return _save_question(context, assessment, instrument, text, item, read_question_post(), now)
     read = context.answer_at_sign_in
     if read is not None and (read.assessment_id, read.item_id) == (assessment.id, item.id):
         stored = read.value
@@ -199,29 +197,30 @@ def _save_question(
     instrument: Instrument,
     text: InstrumentText,
     item: Item,
-    form: AnswerForm,
+    post: QuestionPost,
     now: datetime,
 ) -> RenderResult:
     """The no-JavaScript save: the page's request id makes a re-posted page save once."""
-    if not form.validate() or form.assessment.data != assessment.id:
-        status = 409 if form.assessment.data not in (None, assessment.id) else 400
-        return pages.render_question(assessment, instrument, text, item, form.value.data, error=True), status
-    if form.value.data is not None:
+    choices = instrument.response_set(item.response_set).values
+    if not post.is_valid(choices) or post.assessment != assessment.id:
+        status = 409 if post.assessment not in (None, assessment.id) else 400
+        return pages.render_question(assessment, instrument, text, item, post.value, error=True), status
+    if post.value is not None:
         try:
-            request_id = receipts.request_id_of(form.request_id.data)
+            request_id = receipts.request_id_of(post.request_id)
             database.begin_writing()
             record_answer(
-                database.session, assessment, instrument, item_id=item.id, value=form.value.data,
+                database.session, assessment, instrument, item_id=item.id, value=post.value,
                 locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
             )
         except DomainError as error:
             database.session.rollback()
             return pages.render_question(
-                assessment, instrument, text, item, form.value.data, message=_message(error)
+                assessment, instrument, text, item, post.value, message=_message(error)
             ), _status(error)
         database.session.commit()
         recovery.answer_saved(assessment, item.number)
-    return redirect(pages.url_after(form.go.data, item.number, len(instrument.items)), code=303)
+    return redirect(pages.url_after(post.go, item.number, len(instrument.items)), code=303)
 
 
 @bp.post("/q/answer")
