@@ -1,22 +1,26 @@
-"""Hot read statements run on the driver's cursor, without SQLAlchemy's per-execution work.
+"""Hot statements run on the driver's cursor, without SQLAlchemy's per-execution work.
 
-Every patient request starts with one read: who is signed in, the questionnaire open for them
-and, for the question page or an answer save, the stored answer or the save's receipt. Sent
-through :meth:`Connection.execute`, SQLAlchemy sets up an execution context, processes the
-parameters and builds a result object around the cursor each time: about a fifth of the
-question page's CPU (docs/performance.md). A :class:`DirectRead` is the same Core ``select``,
+Every patient request starts with one read (who is signed in, the questionnaire open for
+them and, for the question page or an answer save, the stored answer or the save's receipt),
+and every answer saved makes a few more statements (the questionnaire under its lock, the
+receipt, the answer, the audit event). Sent through ``Connection.execute`` or
+``Session.execute``, SQLAlchemy sets up an execution context, processes the parameters and
+builds a result object around the cursor each time: about a fifth of the question page's CPU
+and more of the save's (docs/performance.md). A :class:`DirectRead` (a ``select``) or
+:class:`DirectWrite` (an ``INSERT``, ``UPDATE`` or ``DELETE``) is the same Core statement,
 compiled once per dialect, run on the DB-API cursor of the same connection with the columns'
-own type conversions (SQLite's UTC datetimes, for one), its rows returned as named tuples.
+own type conversions (SQLite's UTC datetimes, for one); a read's rows come back as named tuples.
 
-It is a read only: nothing here writes, so the audit guard and the sessions' bookkeeping have
-nothing to miss. SQLAlchemy's usual path is taken instead whenever the difference could be
-noticed:
+A write stays in the session's transaction, and does what the session's hooks do for a
+statement sent through it (see :class:`DirectWrite`). SQLAlchemy's usual path is taken
+instead whenever the difference could be noticed:
 
 - something listens to the connection's cursor events (a statement counter, a tracer), or the
-  engine logs its statements;
-- the connection is in no transaction and would begin one (the reads outside a transaction of
-  :mod:`pro_app.web.database`, ``pro_app_no_transaction`` on SQLite and ``AUTOCOMMIT`` on
-  PostgreSQL, need none; a connection already in a transaction is read in it).
+  engine logs its statements (:func:`pro_app.db.engine.statements_watched`);
+- a read on a connection in no transaction that would begin one (the reads outside a
+  transaction of :mod:`pro_app.web.database`, ``pro_app_no_transaction`` on SQLite and
+  ``AUTOCOMMIT`` on PostgreSQL, need none; a connection already in a transaction is read in it);
+- a write of which SQLAlchemy computes a column in Python (an ``onupdate`` default).
 
 A driver error is raised as SQLAlchemy's own exception class for it (``OperationalError`` and so
 on, parameters hidden); a lost connection is invalidated, and the pool checks every connection
@@ -33,10 +37,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, Delete, Insert, Select, TextClause, Update
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.orm import Session
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, TableClause
 
@@ -44,6 +47,7 @@ from pro_app.db.audit_guard import note_write
 from pro_app.db.engine import (
     NO_TRANSACTION_OPTION, READ_ONLY_INFO, ReadOnlyRequest, note_disconnect, statements_watched,
 )
+
 
 @dataclass(frozen=True)
 class _Compiled:
