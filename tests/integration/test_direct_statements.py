@@ -9,26 +9,33 @@ connection included."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, bindparam, column, event, func, insert, literal_column, select, table, text, update
+from sqlalchemy import (
+    Connection, Engine, bindparam, column, event, func, insert, literal_column, select, table, text, update,
+)
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound, NoResultFound, StatementError
 from sqlalchemy.orm import Session
 
+from pro_app import create_app
+from pro_app.db import direct
 from pro_app.db.audit_guard import UnauditedWrite
 from pro_app.db.direct import DirectRead, DirectWrite
 from pro_app.db.engine import NO_TRANSACTION_OPTION, READ_ONLY_INFO, ReadOnlyRequest, make_engine
+from pro_app.db.migrate import upgrade
 from pro_app.db.models import Answer, Assessment
-from pro_app.services.questionnaire import current_assessment, record_answer, start_assessment
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
+from pro_app.services.questionnaire import current_assessment, record_answer, start_assessment
 from pro_app.services.texts import text_for
 from pro_app.web.patient import context
-from tests.conftest import POSTGRES_URL, scratch_postgres
-from tests.factories import enrol, link_for, make_study, now_utc
+from tests.conftest import POSTGRES_URL, app_config, migrated_sqlite, scratch_postgres
+from tests.factories import committed_started_patient, enrol, link_for, make_study, now_utc
 
 GRACE = timedelta(hours=2)
 
@@ -301,3 +308,60 @@ def test_a_textual_direct_write_names_its_table() -> None:
     with pytest.raises(ValueError, match="names its table"):
         DirectWrite(text("DELETE FROM answers"))
     assert DirectWrite(text("DELETE FROM answers"), table="answers", insert=False).table == "answers"
+
+
+# --- the patient's requests, wired as in production ---------------------------------------------
+
+@pytest.fixture
+def own_database(database_url: str, tmp_path: Any) -> Iterator[str]:
+    """A database of the test's backend that the app's requests really commit to."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        yield migrated_sqlite(tmp_path, "direct-web")
+        return
+    with scratch_postgres("direct_web") as url:
+        upgrade(url)
+        yield url
+
+
+def test_a_question_page_and_an_answer_save_send_their_statements_on_the_drivers_cursor(
+    own_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing in the app's own wiring watches its statements, so the patient's hot path takes
+    the direct one: were a listener or statement logging added, these requests would go back
+    to SQLAlchemy's execution (and to the CPU it costs), and this test would say so."""
+    token, assessment_id = committed_started_patient(own_database, "DIRECT-WEB", "P-001")
+    app = create_app(app_config(DATABASE_URL=own_database))
+    sent: list[str] = []
+    run = direct._run
+
+    def counted(connection: Connection, compiled: Any, parameters: Any) -> Any:
+        sent.append(compiled.sql.lstrip().split(None, 1)[0].upper())
+        return run(connection, compiled, parameters)
+
+    monkeypatch.setattr(direct, "_run", counted)
+    try:
+        client = app.test_client()
+        assert client.get(f"/p/{token}").status_code == 303
+        sent.clear()
+        page = client.get("/q/2")
+        assert page.status_code == 200 and b'name="value"' in page.data
+        assert sent == ["SELECT"]  # the sign-in, with the stored answer
+        sent.clear()
+        saved = client.post("/q/answer", json={"assessment": assessment_id, "item": "q2", "value": 3},
+                            headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert saved.status_code == 200 and saved.get_json()["value"] == 3
+        # The sign-in, the questionnaire under its lock, the receipt, the answer, the event
+        # (and on PostgreSQL the chain head, read under its lock before the event).
+        expected = ["SELECT", "SELECT", "INSERT", "INSERT"] + (
+            ["INSERT"] if own_database.startswith("sqlite") else ["SELECT", "INSERT"])
+        assert sent == expected
+    finally:
+        app.extensions["pro_db"].engine.dispose()
+    engine = make_engine(own_database)
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(select(Answer.value).where(
+                Answer.assessment_id == assessment_id, Answer.item_id == "q2")).scalar_one()
+            assert stored == 3
+    finally:
+        engine.dispose()
