@@ -41,7 +41,7 @@ from pro_app.domain.states import AssessmentMode
 from pro_app.services.audit import verify_chain
 from pro_app.services.backup import BackupError, BackupRefused, backup_sqlite
 from pro_app.services.questionnaire import record_answer, start_assessment, submit_assessment
-from tests.conftest import POSTGRES_URL, app_config, scratch_postgres
+from tests.conftest import app_config, scratch_postgres
 from tests.factories import enrol, link_for, make_study
 
 INSTRUMENT = default_registry().get("qlq_c30", "3.0")
@@ -400,8 +400,6 @@ def _libpq(url: str) -> str:
 @pytest.fixture
 def postgres_backup_database() -> Iterator[str]:
     """A database of its own next to the test database, dropped at the end."""
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
     missing = [tool for tool in ("pg_dump", "pg_restore") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"PostgreSQL client tools not installed: {', '.join(missing)}")

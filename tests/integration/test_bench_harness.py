@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import POSTGRES_URL, scratch_postgres
+from tests.conftest import scratch_postgres
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -93,8 +93,6 @@ def test_the_audited_save_reference_writes_a_receipt_an_answer_and_a_chained_eve
 
 
 def test_the_postgresql_reference_commits_every_insert_it_answers(tmp_path: Path) -> None:
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
     settings = LoadSettings(seconds=1.0, warmup=0.2, connections=4)
     with scratch_postgres("reference") as url:
         with ceiling_server(tmp_path, url) as server:

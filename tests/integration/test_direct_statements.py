@@ -34,7 +34,7 @@ from pro_app.domain.states import AssessmentMode
 from pro_app.services.questionnaire import current_assessment, record_answer, start_assessment
 from pro_app.services.texts import text_for
 from pro_app.web.patient import context
-from tests.conftest import POSTGRES_URL, app_config, migrated_sqlite, scratch_postgres
+from tests.conftest import app_config, migrated_sqlite, scratch_postgres
 from tests.factories import committed_started_patient, enrol, link_for, make_study, now_utc
 
 GRACE = timedelta(hours=2)
@@ -155,8 +155,6 @@ def test_a_parameter_that_cannot_be_converted_is_a_statement_error(connection: C
 
 @pytest.fixture()
 def own_postgres() -> Iterator[str]:
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
     with scratch_postgres("direct") as url:
         yield url
 

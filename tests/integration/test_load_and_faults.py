@@ -25,7 +25,7 @@ from sqlalchemy import update
 
 from pro_app.db.engine import make_engine
 from pro_app.db.models import Answer
-from tests.conftest import POSTGRES_URL, scratch_postgres
+from tests.conftest import scratch_postgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -95,8 +95,6 @@ def test_sqlite_worker_killed_or_reloaded_mid_run(fault: str) -> None:
 @pytest.fixture
 def load_database() -> Iterator[str]:
     """``<test database>_load``: created here, emptied and migrated by the script, dropped after."""
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
     with scratch_postgres("load") as url:
         yield url
 

@@ -16,14 +16,12 @@ from sqlalchemy import create_engine, text
 
 from pro_app import create_app
 from pro_app.db.migrate import upgrade
-from tests.conftest import POSTGRES_URL, app_config, scratch_postgres
+from tests.conftest import app_config, scratch_postgres
 from tests.factories import committed_started_patient
 
 
 @pytest.fixture(scope="module")
 def own_database() -> Iterator[str]:
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL: PRO_TEST_DATABASE_URL is not set")
     with scratch_postgres("pool") as url:
         upgrade(url)
         yield url
