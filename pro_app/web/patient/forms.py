@@ -46,9 +46,7 @@ class QuestionPost:
 
 
 def read_question_post() -> QuestionPost:
-    data: Any = request.get_json(silent=True) if request.is_json else request.form
-    if not isinstance(data, Mapping):
-        data = {}
+    data = _posted_fields() or {}
     raw_value = data.get("value")
     given = raw_value is not None and not (isinstance(raw_value, str) and not raw_value.strip())
     go = data.get("go")
@@ -87,8 +85,8 @@ def read_answer_request() -> AnswerRequest | None:
     """The save's fields, or None when the body does not hold a readable answer: the
     questionnaire and the answer as whole numbers (a number or its digits, never true/false or
     a fraction), the question as text of at most 40 characters, an old ``key`` of at most 64."""
-    data: Mapping[str, Any] | None = request.get_json(silent=True) if request.is_json else request.form
-    if not isinstance(data, Mapping):
+    data = _posted_fields()
+    if data is None:
         return None
     assessment = _whole_number(data.get("assessment"))
     value = _whole_number(data.get("value"))
@@ -101,6 +99,13 @@ def read_answer_request() -> AnswerRequest | None:
     if key is not None and (not isinstance(key, str) or len(key) > 64):
         return None
     return AnswerRequest(assessment, item, value, data.get("request_id"), key or None)
+
+
+def _posted_fields() -> Mapping[str, Any] | None:
+    """A post's fields: its JSON object when it says it is JSON, else its form fields; None
+    when a JSON body is not an object."""
+    data: object = request.get_json(silent=True) if request.is_json else request.form
+    return data if isinstance(data, Mapping) else None
 
 
 def _whole_number(raw: object) -> int | None:
