@@ -56,14 +56,20 @@ class _Compiled:
     positions: Sequence[str] | None  # the parameters' order, for positional paramstyles (SQLite's "?")
     bind: Mapping[str, Callable[[Any], Any]]
     result: tuple[Callable[[Any], Any] | None, ...]
+    #: Whether the statement returns rows (a read, or a write with ``RETURNING``, which
+    #: PostgreSQL's inserts have for their primary key): known here, as asking the cursor
+    #: (``cursor.description``) costs psycopg about a microsecond per column on every statement.
+    returns_rows: bool
     #: Columns SQLAlchemy computes in Python for this statement (``onupdate=utcnow``, say):
     #: such a statement always goes through SQLAlchemy, which fills them in.
     needs_python_defaults: bool = False
 
 
 def _compile(statement: ClauseElement, dialect: Dialect, column_keys: list[str] | None = None,
-             result_types: Sequence[Any] = ()) -> _Compiled:
+             result_types: Sequence[Any] = (), returns_rows: bool | None = None) -> _Compiled:
     done = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=column_keys))
+    if returns_rows is None:  # a read, or a Core write: returning what its compiled form says
+        returns_rows = isinstance(statement, Select) or bool(done.effective_returning)
     bind: dict[str, Callable[[Any], Any]] = {}
     for parameter, name in done.bind_names.items():
         process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
@@ -71,7 +77,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, column_keys: list[str] 
             bind[name] = process
     result = tuple(type_.dialect_impl(dialect).result_processor(dialect, None) for type_ in result_types)
     prefetch = bool(done.insert_prefetch or done.update_prefetch)
-    return _Compiled(done.string, done.construct_params, done.positiontup, bind, result, prefetch)
+    return _Compiled(done.string, done.construct_params, done.positiontup, bind, result, returns_rows, prefetch)
 
 
 def _run(connection: Connection, compiled: _Compiled, parameters: Mapping[str, Any]) -> tuple[list[Any], int]:
@@ -89,7 +95,7 @@ def _run(connection: Connection, compiled: _Compiled, parameters: Mapping[str, A
     try:
         cursor = dbapi_connection.cursor()
         cursor.execute(compiled.sql, arguments)
-        rows = list(cursor.fetchall()) if cursor.description is not None else []
+        rows = list(cursor.fetchall()) if compiled.returns_rows else []
         return rows, cursor.rowcount
     except connection.dialect.loaded_dbapi.Error as error:
         lost = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
@@ -176,17 +182,18 @@ class DirectWrite:
     statement is sent past SQLAlchemy's execution. What the session's hooks do for a statement
     sent through it is done here: a session that may not write refuses it
     (:class:`~pro_app.db.engine.ReadOnlyRequest`), and the audit guard notes the table written
-    (:func:`pro_app.db.audit_guard.note_write`). A textual statement names the table it writes
-    and whether it inserts (``table``, ``insert``). The statement goes through
+    (:func:`pro_app.db.audit_guard.note_write`). A textual statement names the table it writes,
+    whether it inserts and whether it returns rows (``table``, ``insert``, ``returns_rows``: its
+    ``RETURNING``); a Core statement's own form tells. The statement goes through
     ``Session.execute`` instead when its statements are watched or logged (see the module), and
     when SQLAlchemy computes a column of it in Python (an ``onupdate`` default).
     """
 
     def __init__(self, statement: Insert | Update | Delete | TextClause, *, table: str | None = None,
-                 insert: bool | None = None) -> None:
+                 insert: bool | None = None, returns_rows: bool | None = None) -> None:
         if isinstance(statement, TextClause):
-            if table is None or insert is None:
-                raise ValueError("a textual direct write names its table and whether it inserts")
+            if table is None or insert is None or returns_rows is None:
+                raise ValueError("a textual direct write names its table, whether it inserts and whether it returns rows")
         else:
             table = statement.table.name if isinstance(statement.table, TableClause) else None
             if table is None:
@@ -195,6 +202,7 @@ class DirectWrite:
         self.statement = statement
         self.table: str = table
         self.insert: bool = bool(insert)
+        self._returns_rows = returns_rows if isinstance(statement, TextClause) else None
         # By dialect, then by the parameters' names (an INSERT's columns are the ones given).
         self._compiled: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, ...], _Compiled]] = (
             weakref.WeakKeyDictionary())
@@ -227,5 +235,5 @@ class DirectWrite:
         compiled = by_keys.get(keys)
         if compiled is None:
             column_keys = None if isinstance(self.statement, TextClause) else list(keys)
-            compiled = by_keys[keys] = _compile(self.statement, dialect, column_keys)
+            compiled = by_keys[keys] = _compile(self.statement, dialect, column_keys, returns_rows=self._returns_rows)
         return compiled

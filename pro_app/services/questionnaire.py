@@ -285,7 +285,7 @@ def _insert_unless_present(table: Table, key: Column[Any]) -> TextClause:
 #: save and the submission need no savepoint. The save's writes, on every answer saved, run on
 #: the driver's cursor in the session's transaction (:class:`~pro_app.db.direct.DirectWrite`).
 _ADD_RECEIPT_ONCE = DirectWrite(
-    _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id), table=_RECEIPTS.name, insert=True
+    _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id), table=_RECEIPTS.name, insert=True, returns_rows=True
 )
 _ADD_ANSWER = DirectWrite(insert(_ANSWER_TABLE))
 _CHANGE_ANSWER = DirectWrite(

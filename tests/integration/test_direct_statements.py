@@ -302,10 +302,36 @@ def test_a_direct_write_error_is_sqlalchemys(guarded: Session) -> None:
     guarded.rollback()
 
 
-def test_a_textual_direct_write_names_its_table() -> None:
+def test_a_textual_direct_write_names_its_table_and_whether_it_returns_rows() -> None:
     with pytest.raises(ValueError, match="names its table"):
         DirectWrite(text("DELETE FROM answers"))
-    assert DirectWrite(text("DELETE FROM answers"), table="answers", insert=False).table == "answers"
+    with pytest.raises(ValueError, match="whether it returns rows"):
+        DirectWrite(text("DELETE FROM answers"), table="answers", insert=False)
+    assert DirectWrite(text("DELETE FROM answers"), table="answers", insert=False, returns_rows=False).table == "answers"
+
+
+def test_a_direct_write_gives_the_rows_of_its_returning_and_a_count_without(guarded: Session) -> None:
+    """Whether a statement returns rows is known from its form, not asked of the cursor: a
+    Core insert (PostgreSQL adds ``RETURNING id``), a Core update with and without
+    ``RETURNING``, and textual writes that say whether they return rows."""
+    assessment = _open_assessment(guarded)
+    guarded.commit()
+    added = _ANSWER_ADDED.execute(guarded, _answer(assessment, "q1", 2))
+    stored_id = guarded.scalar(select(Answer.id).where(Answer.assessment_id == assessment.id))
+    assert added.rows == ([(stored_id,)] if guarded.bind.dialect.name == "postgresql" else [])
+    answers = Answer.__table__
+    returning = DirectWrite(update(answers).where(answers.c.id == bindparam("answer_id"))
+                            .values(value=bindparam("new_value")).returning(answers.c.id, answers.c.value))
+    assert returning.execute(guarded, {"answer_id": stored_id, "new_value": 3}).rows == [(stored_id, 3)]
+    assert returning.execute(guarded, {"answer_id": stored_id + 1000, "new_value": 3}).rows == []
+    assert _ANSWER_CHANGED.execute(guarded, {"answer_id": stored_id, "new_value": 4}) == direct.Written([], 1)
+    renamed = DirectWrite(text("UPDATE answers SET item_id = :new_item WHERE id = :answer_id RETURNING item_id"),
+                          table="answers", insert=False, returns_rows=True)
+    assert renamed.execute(guarded, {"answer_id": stored_id, "new_item": "q2"}).rows == [("q2",)]
+    emptied = DirectWrite(text("DELETE FROM answers WHERE id = :answer_id"), table="answers", insert=False,
+                          returns_rows=False)
+    assert emptied.execute(guarded, {"answer_id": stored_id}) == direct.Written([], 1)
+    guarded.rollback()
 
 
 # --- the patient's requests, wired as in production ---------------------------------------------
