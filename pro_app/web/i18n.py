@@ -96,31 +96,48 @@ def supported_locales() -> list[str]:
 
 def normalise_locale(code: str | None) -> str | None:
     """Map a requested code (``zh-CN``, ``es_MX``, ``AR``) to a supported locale, or None."""
-    if not code:
+    if not code or not isinstance(code, str) or len(code) > _LONGEST_CODE:
         return None
+    return _supported_match(code, tuple(supported_locales()))
+
+
+#: Longer than any language tag a browser sends: ignored (and never kept in the cache below).
+_LONGEST_CODE = 64
+
+
+@lru_cache(maxsize=256)
+def _supported_match(code: str, supported: tuple[str, ...]) -> str | None:
     wanted = code.replace("-", "_").strip()
-    by_lower = {locale.lower(): locale for locale in supported_locales()}
+    by_lower = {locale.lower(): locale for locale in supported}
     if wanted.lower() in by_lower:
         return by_lower[wanted.lower()]
     language = wanted.split("_", 1)[0].lower()
-    for locale in supported_locales():
+    for locale in supported:
         if locale.split("_", 1)[0].lower() == language:
             return locale
     return None
 
 
-def select_locale() -> str:
+@lru_cache(maxsize=32)
+def _parsed(code: str) -> Locale:
+    """The Babel locale of a supported code, parsed once (every page asks for it)."""
+    return Locale.parse(code)
+
+
+def select_locale() -> Locale:
+    """The page's language as a Babel locale (Flask-Babel takes it as it is; a code it
+    would parse again on every request)."""
     explicit = normalise_locale(session.get(SESSION_KEY)) if SESSION_KEY in session else None
     if explicit:
-        return explicit
+        return _parsed(explicit)
     preferred = normalise_locale(g.get("preferred_locale"))
     if preferred:
-        return preferred
+        return _parsed(preferred)
     for code, _quality in request.accept_languages:
         match = normalise_locale(code)
         if match:
-            return match
-    return str(current_app.config["DEFAULT_LOCALE"])
+            return _parsed(match)
+    return _parsed(str(current_app.config["DEFAULT_LOCALE"]))
 
 
 def select_timezone() -> str:

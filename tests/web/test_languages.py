@@ -82,6 +82,11 @@ def test_unknown_locales_fall_back_without_error(client: FlaskClient) -> None:
         session["lang"] = "xx_INVALID"  # e.g. a cookie from an older version
     page = client.get("/start", headers={"Accept-Language": "@@@;q=abc"})
     assert page.status_code == 200 and _html_attributes(page.get_data(as_text=True)) == HTML_LANG["en"]
+    with client.session_transaction() as session:
+        session["lang"] = ["ar"]  # not a code at all
+    page = client.get("/start", headers={"Accept-Language": "es-" + "x" * 5000 + ", zh-CN;q=0.5"})
+    assert page.status_code == 200, "an absurdly long tag is passed over, not matched by its prefix"
+    assert _html_attributes(page.get_data(as_text=True)) == HTML_LANG["zh_Hans"]
 
 
 @pytest.mark.parametrize("locale", ["zh_Hans", "es", "ar"])
