@@ -94,15 +94,15 @@ def supported_locales() -> list[str]:
     return list(current_app.config["LOCALES"])
 
 
+#: Longer than any language tag a browser sends: passed over (and never kept in a cache).
+_LONGEST_CODE = 64
+
+
 def normalise_locale(code: str | None) -> str | None:
     """Map a requested code (``zh-CN``, ``es_MX``, ``AR``) to a supported locale, or None."""
     if not code or not isinstance(code, str) or len(code) > _LONGEST_CODE:
         return None
     return _supported_match(code, tuple(supported_locales()))
-
-
-#: Longer than any language tag a browser sends: ignored (and never kept in the cache below).
-_LONGEST_CODE = 64
 
 
 @lru_cache(maxsize=256)
