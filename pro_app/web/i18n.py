@@ -127,17 +127,21 @@ def _parsed(code: str) -> Locale:
 def select_locale() -> Locale:
     """The page's language as a Babel locale (Flask-Babel takes it as it is; a code it
     would parse again on every request)."""
+    return _parsed(_chosen_code())
+
+
+def _chosen_code() -> str:
     explicit = normalise_locale(session.get(SESSION_KEY)) if SESSION_KEY in session else None
     if explicit:
-        return _parsed(explicit)
+        return explicit
     preferred = normalise_locale(g.get("preferred_locale"))
     if preferred:
-        return _parsed(preferred)
+        return preferred
     for code, _quality in request.accept_languages:
         match = normalise_locale(code)
         if match:
-            return _parsed(match)
-    return _parsed(str(current_app.config["DEFAULT_LOCALE"]))
+            return match
+    return str(current_app.config["DEFAULT_LOCALE"])
 
 
 def select_timezone() -> str:
