@@ -704,7 +704,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
         save_spec = {"connections": [
             [answer_request(assessment, f"q{n}", csrf, browser.cookie_header()) for n in range(1, 31)]
             for browser, (assessment, csrf) in zip(patients, opened)]}
-        paired("c", "reference")
+        paired("c", "reference", "c reference")
         if sqlite and ceiling is not None:
             reference = load(ceiling.port, audited_save_reference_spec(browsing), settings, folder,
                              label="reference-audited-save", server=ceiling)
@@ -765,7 +765,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
 
     # A failed ceiling leaves its ratios empty (and the budgets they decide unmet).
     ceiling_b = ceilings.get("b", {}).get("rps")
-    ceiling_c = ceilings.get("c", {}).get("rps")
+    ceiling_c = ceilings.get("c reference", {}).get("rps")
     ratio = question["rps"] / ceiling_b if ceiling_b else None
     figures += [
         figure(f"Question page GET /q/<n>, {label}", question["rps"], "req/s", ceiling=ceiling_b, ratio=ratio,
@@ -785,7 +785,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             f"Reference: bare Flask, {what}", reference["rps"], "req/s", ceiling=ceiling_c,
             ratio=reference["rps"] / ceiling_c if ceiling_c else None,
             note=join(f"p99 {reference['latency_ms']['p99']:.1f} ms", "" if share is None else
-                      f"pro-app's autosave on {label} is {share:.0%} of it", cpu_note(reference, ceilings.get("c"), "c"),
+                      f"pro-app's autosave on {label} is {share:.0%} of it",
+                      cpu_note(reference, ceilings.get("c reference"), "c"),
                       errors_note(reference))))
     # Each save against ceiling (c) measured right before it.
     saves = [("autosave POST /q/answer", save, "answer save POST /q/answer", "c autosave")]
