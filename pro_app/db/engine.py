@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
+import threading
 import time
 import weakref
 from typing import Any
@@ -193,12 +195,34 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
 
 # Waiting for the write turn: a writer holds it for a millisecond or two (its statements and
-# the commit's fsync), so the next one polls finely at first -- each pause overshoots by the
-# kernel's timer slack, and a coarse pause would leave the database idle after every turn --
-# and backs off only when the queue is long.
+# the commit's fsync). In the main thread (gunicorn's synchronous workers serve requests
+# there) the waiter blocks in ``flock`` with an alarm as its deadline, and the kernel wakes it
+# the moment the turn is free. Elsewhere (a thread, or a program that has its own use for
+# SIGALRM) it polls: finely at first -- each pause overshoots by the kernel's timer slack, and
+# a coarse pause would leave the database idle after every turn -- and backs off only when the
+# queue is long.
 _FIRST_PAUSE = 0.0001
 _FINE_POLLING = 0.005
 _LONGEST_PAUSE = 0.001
+
+
+class _TurnDeadline(Exception):
+    """Raised by the alarm that ends a blocking wait for the write turn."""
+
+
+def _end_blocking_wait(_signum: int, _frame: object) -> None:
+    raise _TurnDeadline
+
+
+def _alarm_is_free() -> bool:
+    """Whether SIGALRM may bound a wait here: the main thread, no handler and no timer of
+    anyone else's."""
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN)
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    )
 
 
 class QueuedWriterConnection(sqlite3.Connection):
@@ -214,8 +238,11 @@ class QueuedWriterConnection(sqlite3.Connection):
     that does not queue, such as a migration or another program, is simply waited for as
     before); the queue only decides who goes next, and quickly.
 
-    The wait is bounded by the busy timeout; past it the transaction fails with SQLite's
-    own "database is locked" error, answered 503 by the web layer.
+    In the main thread a waiting writer blocks in ``flock``, woken by the kernel when the
+    turn is free, with a one-shot ``SIGALRM`` as its deadline; in another thread, or when
+    something else uses SIGALRM, it polls (see ``_FIRST_PAUSE``). Either way the wait is
+    bounded by the busy timeout; past it the transaction fails with SQLite's own "database
+    is locked" error, answered 503 by the web layer.
     """
 
     _lock_path: str | None = None
@@ -232,21 +259,57 @@ class QueuedWriterConnection(sqlite3.Connection):
             return
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if self._try_turn():
+            return
+        if self._timeout <= 0:
+            taken = False
+        elif _alarm_is_free():
+            taken = self._wait_blocking(self._timeout)
+        else:
+            taken = self._wait_polling(self._timeout)
+        if not taken:
+            raise sqlite3.OperationalError("database is locked")
+
+    def _try_turn(self) -> bool:
+        assert self._lock_fd is not None and _fcntl is not None
+        try:
+            _fcntl.flock(self._lock_fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._holding = True
+        return True
+
+    def _wait_blocking(self, seconds: float) -> bool:
+        """Wait in ``flock`` until the turn is free, or for ``seconds`` (an alarm interrupts
+        the wait). True when the turn was taken."""
+        assert self._lock_fd is not None and _fcntl is not None
+        previous = signal.signal(signal.SIGALRM, _end_blocking_wait)
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, seconds)
+                _fcntl.flock(self._lock_fd, _fcntl.LOCK_EX)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _TurnDeadline:
+            pass  # the deadline, or an alarm just after the turn was taken: asked again below
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+        # Holding the turn already, this succeeds as well (the same open file's lock).
+        return self._try_turn()
+
+    def _wait_polling(self, seconds: float) -> bool:
         started = time.monotonic()
-        deadline = started + self._timeout
+        deadline = started + seconds
         pause = _FIRST_PAUSE
         while True:
-            try:
-                _fcntl.flock(self._lock_fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
-                self._holding = True
-                return
-            except BlockingIOError:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise sqlite3.OperationalError("database is locked") from None
-                time.sleep(pause)
-                if now - started >= _FINE_POLLING:
-                    pause = min(pause * 2, _LONGEST_PAUSE)
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            time.sleep(pause)
+            if self._try_turn():
+                return True
+            if now - started >= _FINE_POLLING:
+                pause = min(pause * 2, _LONGEST_PAUSE)
 
     def _end_write_turn(self) -> None:
         if self._holding and self._lock_fd is not None and _fcntl is not None:

@@ -1,23 +1,32 @@
 """SQLite writers take turns on an operating-system lock beside the database file, so a
 waiting writer starts as soon as the one before it ends (rather than when SQLite's busy
-handler next wakes it), and never waits longer than the busy timeout.
+handler next wakes it), and never waits longer than the busy timeout. In the main thread the
+waiter blocks on the lock with an alarm as its deadline; in other threads, or where the
+program uses SIGALRM itself, it polls. Both ways are tested.
 
 These tests use SQLite files of their own: they hold the write lock across connections.
 """
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from pro_app.db import engine as engine_module
 from pro_app.db.engine import QueuedWriterConnection, make_engine, writer_engine
+
+# pytest-timeout's own deadline would hold SIGALRM (its default method): a thread keeps the
+# time instead, so SIGALRM is free for the blocking wait, as in gunicorn's workers.
+pytestmark = pytest.mark.timeout(300, method="thread")
 
 
 @pytest.fixture
@@ -43,7 +52,55 @@ def test_file_databases_queue_their_writers_and_memory_databases_do_not(sqlite_f
         assert not isinstance(connection.connection.dbapi_connection, QueuedWriterConnection)
 
 
-def test_a_waiting_writer_starts_when_the_first_commits(sqlite_file: str) -> None:
+def _in(where: str, action: Callable[[], Any]) -> Any:
+    """Run ``action`` in the main thread or in a thread of its own; its result or exception."""
+    if where == "main thread":
+        return action()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = action()
+        except BaseException as error:  # handed to the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def _alarm_untouched() -> None:
+    """No deadline of a finished wait is left behind."""
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+WHERE = ["main thread", "other thread"]
+#: How a writer waits, by where it runs.
+WAITS = {"main thread": "blocking", "other thread": "polling"}
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ways writers waited for their turn, in order."""
+    seen: list[str] = []
+    for way in ("blocking", "polling"):
+        original = getattr(QueuedWriterConnection, f"_wait_{way}")
+
+        def recorded(self: QueuedWriterConnection, seconds: float, *, _way: str = way,
+                     _original: Callable[..., bool] = original) -> bool:
+            seen.append(_way)
+            return _original(self, seconds)
+
+        monkeypatch.setattr(QueuedWriterConnection, f"_wait_{way}", recorded)
+    return seen
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_a_waiting_writer_starts_when_the_first_commits(sqlite_file: str, where: str, waits: list[str]) -> None:
     first, second = _writer(sqlite_file), _writer(sqlite_file)
     events: list[tuple[str, float]] = []
     holding = threading.Event()
@@ -59,10 +116,16 @@ def test_a_waiting_writer_starts_when_the_first_commits(sqlite_file: str) -> Non
     thread.start()
     assert holding.wait(5)
     asked = time.monotonic()
-    with second.begin() as connection:  # waits for its turn, then writes
-        events.append(("second begins", time.monotonic()))
-        connection.execute(text("INSERT INTO saves (who) VALUES ('second')"))
+
+    def write_second() -> None:
+        with second.begin() as connection:  # waits for its turn, then writes
+            events.append(("second begins", time.monotonic()))
+            connection.execute(text("INSERT INTO saves (who) VALUES ('second')"))
+
+    _in(where, write_second)
     thread.join()
+    assert waits == [WAITS[where]]
+    _alarm_untouched()
     assert [name for name, _ in events] == ["first commits", "second begins"]
     waited = events[1][1] - asked
     assert 0.2 < waited < 5, waited
@@ -93,15 +156,24 @@ def test_the_turn_ends_with_a_rollback_or_a_closed_connection(sqlite_file: str, 
     other.dispose()
 
 
-def test_a_writer_gives_up_after_the_busy_timeout_with_sqlites_own_error(sqlite_file: str) -> None:
+@pytest.mark.parametrize("where", WHERE)
+def test_a_writer_gives_up_after_the_busy_timeout_with_sqlites_own_error(
+    sqlite_file: str, where: str, waits: list[str]
+) -> None:
     holder, waiter = _writer(sqlite_file), _writer(sqlite_file, timeout_ms=300)
     with holder.begin() as connection:
         connection.execute(text("INSERT INTO saves (who) VALUES ('holder')"))
         started = time.monotonic()
-        with pytest.raises(OperationalError, match="database is locked"):
+
+        def write_blocked() -> None:
             with waiter.begin() as blocked:
                 blocked.execute(text("INSERT INTO saves (who) VALUES ('never')"))
+
+        with pytest.raises(OperationalError, match="database is locked"):
+            _in(where, write_blocked)
         assert 0.25 < time.monotonic() - started < 5
+        assert waits == [WAITS[where]]
+        _alarm_untouched()
     with waiter.begin() as connection:  # the holder is done: the waiter's turn now comes at once
         connection.execute(text("INSERT INTO saves (who) VALUES ('later')"))
         assert connection.execute(text("SELECT who FROM saves ORDER BY id")).scalars().all() == ["holder", "later"]
@@ -141,3 +213,70 @@ def test_a_writer_outside_the_queue_is_waited_for_then_refused_with_sqlites_erro
     finally:
         outsider.close()
         waiter.dispose()
+
+
+def test_a_program_using_sigalrm_keeps_its_handler_and_timer(sqlite_file: str, waits: list[str]) -> None:
+    """The blocking wait borrows SIGALRM only when nothing else uses it: with a handler and a
+    timer of the program's own, the waiter polls, and both are as they were afterwards."""
+    rang: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, _frame: rang.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    holder, waiter = _writer(sqlite_file), _writer(sqlite_file, timeout_ms=300)
+    try:
+        with holder.begin() as connection:
+            connection.execute(text("INSERT INTO saves (who) VALUES ('holder')"))
+            with pytest.raises(OperationalError, match="database is locked"):
+                with waiter.begin() as blocked:
+                    blocked.execute(text("INSERT INTO saves (who) VALUES ('never')"))
+        assert waits == ["polling"]
+        remaining, _interval = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < remaining <= 30
+        assert signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL
+        assert not rang
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        holder.dispose()
+        waiter.dispose()
+
+
+def test_a_deadline_that_comes_as_the_turn_is_taken_leaves_the_turn_taken(
+    sqlite_file: str, monkeypatch: pytest.MonkeyPatch, waits: list[str]
+) -> None:
+    """The alarm may ring just after ``flock`` returned with the turn: the writer still has it
+    (and writes), and gives it back at its commit, rather than failing while holding it."""
+    real = engine_module._fcntl
+
+    class AlarmAfterTheTurn:
+        LOCK_EX, LOCK_NB, LOCK_UN = real.LOCK_EX, real.LOCK_NB, real.LOCK_UN
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            real.flock(fd, operation)
+            if operation == real.LOCK_EX:  # the blocking wait: the turn is taken, then the alarm
+                raise engine_module._TurnDeadline
+
+    holder, waiter = _writer(sqlite_file), _writer(sqlite_file)
+    released = threading.Event()
+
+    def hold_briefly() -> None:
+        with holder.begin() as connection:
+            connection.execute(text("INSERT INTO saves (who) VALUES ('holder')"))
+            released.wait(5)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=hold_briefly)
+    thread.start()
+    time.sleep(0.1)
+    monkeypatch.setattr(engine_module, "_fcntl", AlarmAfterTheTurn)
+    released.set()
+    with waiter.begin() as connection:  # waits (blocking), meets the alarm, keeps the turn
+        connection.execute(text("INSERT INTO saves (who) VALUES ('waiter')"))
+    monkeypatch.setattr(engine_module, "_fcntl", real)
+    thread.join()
+    assert waits == ["blocking"]
+    _alarm_untouched()
+    with _writer(sqlite_file, timeout_ms=300).begin() as connection:  # the turn was given back
+        assert connection.execute(text("SELECT who FROM saves ORDER BY id")).scalars().all() == ["holder", "waiter"]
+    holder.dispose()
+    waiter.dispose()
