@@ -257,17 +257,18 @@ def test_a_deadline_that_comes_as_the_turn_is_taken_leaves_the_turn_taken(
                 raise engine_module._TurnDeadline
 
     holder, waiter = _writer(sqlite_file), _writer(sqlite_file)
-    released = threading.Event()
+    holding, released = threading.Event(), threading.Event()
 
     def hold_briefly() -> None:
         with holder.begin() as connection:
             connection.execute(text("INSERT INTO saves (who) VALUES ('holder')"))
+            holding.set()
             released.wait(5)
-            time.sleep(0.1)
+            time.sleep(0.3)  # still holding when the waiter asks: it has to wait
 
     thread = threading.Thread(target=hold_briefly)
     thread.start()
-    time.sleep(0.1)
+    assert holding.wait(5)
     monkeypatch.setattr(engine_module, "_fcntl", AlarmAfterTheTurn)
     released.set()
     with waiter.begin() as connection:  # waits (blocking), meets the alarm, keeps the turn
