@@ -191,6 +191,20 @@ async def _connection(
             stream[1].close()
 
 
+def latency_summary(ordered_ms: list[float]) -> dict[str, float]:
+    """Mean, percentiles and maximum (ms) of an ascending list of latencies in ms: the
+    ``latency_ms`` of a result, and of several runs' latencies pooled (``benchmarks/web.py``)."""
+    count = len(ordered_ms)
+    return {
+        "mean": round(sum(ordered_ms) / count, 2) if count else 0.0,
+        "p50": round(_percentile(ordered_ms, 50), 2),
+        "p90": round(_percentile(ordered_ms, 90), 2),
+        "p95": round(_percentile(ordered_ms, 95), 2),
+        "p99": round(_percentile(ordered_ms, 99), 2),
+        "max": round(ordered_ms[-1], 2) if ordered_ms else 0.0,
+    }
+
+
 def _percentile(ordered: list[float], percent: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not ordered:
@@ -199,7 +213,8 @@ def _percentile(ordered: list[float], percent: float) -> float:
     return ordered[int(rank) - 1]
 
 
-async def _run(spec: Spec, host: str, port: int, connections: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def _run(spec: Spec, host: str, port: int, connections: int, seconds: float, warmup: float,
+               latencies: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     measure_from = started + warmup
     stop_at = measure_from + seconds
@@ -213,11 +228,11 @@ async def _run(spec: Spec, host: str, port: int, connections: int, seconds: floa
     # Lists sent once may all be done before the time is up: the window ends with the last answer.
     end = stop_at if spec.cycle or results.last_completion == 0 else min(stop_at, results.last_completion)
     window = max(end - measure_from, 1e-9)
-    ordered = sorted(results.latencies)
-    count = len(ordered)
+    ordered_ms = [1000 * value for value in sorted(results.latencies)]
+    count = len(ordered_ms)
     bad_status = sum(n for status, n in results.statuses.items() if status not in spec.expect)
     transport = sum(results.transport.values())
-    return {
+    figures: dict[str, Any] = {
         "connections": connections,
         "seconds": round(window, 3),
         "requests": count,
@@ -228,25 +243,22 @@ async def _run(spec: Spec, host: str, port: int, connections: int, seconds: floa
         "transport_errors": dict(results.transport),
         "unexpected": results.unexpected,
         "bytes_per_response": round(results.bytes / count) if count else 0,
-        "latency_ms": {
-            "mean": round(1000 * sum(ordered) / count, 2) if count else 0.0,
-            "p50": round(1000 * _percentile(ordered, 50), 2),
-            "p90": round(1000 * _percentile(ordered, 90), 2),
-            "p95": round(1000 * _percentile(ordered, 95), 2),
-            "p99": round(1000 * _percentile(ordered, 99), 2),
-            "max": round(1000 * ordered[-1], 2) if ordered else 0.0,
-        },
+        "latency_ms": latency_summary(ordered_ms),
     }
+    if latencies:  # each request's, so that several runs' can be pooled (benchmarks/web.py does)
+        figures["latencies_ms"] = [round(value, 3) for value in ordered_ms]
+    return figures
 
 
 def run(spec: Spec, *, port: int, host: str = "127.0.0.1", connections: int = 32, seconds: float = 10.0,
-        warmup: float = 1.0) -> dict[str, Any]:
-    """Load ``host:port`` as described and return the figures (see the module docstring)."""
+        warmup: float = 1.0, latencies: bool = False) -> dict[str, Any]:
+    """Load ``host:port`` as described and return the figures (see the module docstring); with
+    ``latencies``, also every measured request's latency (``latencies_ms``, ascending)."""
     if host not in LOOPBACK:
         raise ValueError(f"the load generator only targets the loopback, not {host!r}")
     if connections < 1 or seconds <= 0 or warmup < 0:
         raise ValueError("connections must be >= 1, seconds > 0 and warmup >= 0")
-    return asyncio.run(_run(spec, host, port, connections, seconds, warmup))
+    return asyncio.run(_run(spec, host, port, connections, seconds, warmup, latencies))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -260,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the measuring window")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    parser.add_argument("--latencies", action="store_true",
+                        help="with --json: also every measured request's latency in ms (latencies_ms)")
     args = parser.parse_args(argv)
     if args.spec:
         with open(args.spec, encoding="utf-8") as handle:
@@ -267,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         spec = Spec([[Request("GET", args.path)]])
     result = run(spec, port=args.port, host=args.host, connections=args.connections, seconds=args.seconds,
-                 warmup=args.warmup)
+                 warmup=args.warmup, latencies=args.latencies)
     if args.json:
         print(json.dumps(result))
     else:

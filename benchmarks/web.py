@@ -17,8 +17,10 @@ buttons rendered from a Jinja template, (c) one row inserted into SQLite (WAL,
 
 pro-app, on a fresh SQLite file (WAL, as the app configures it) and, when reachable, on a
 dedicated PostgreSQL database (``PRO_BENCH_WEB_DATABASE_URL``, default ``bench_web`` on
-127.0.0.1: created, emptied and migrated, dropped at the end). The answer saves are also
-read against a reference measured just before them, which is no budget's ceiling: the bare
+127.0.0.1: created, emptied and migrated, dropped at the end). Each figure judged against a
+ceiling is measured in turns with it (:func:`load_in_turns`: three rounds of a load of each),
+so that both see the same stretch of a machine whose speed drifts. The answer saves are also
+read against a reference measured before them, which is no budget's ceiling: the bare
 Flask app doing the save's writes in plain SQL on SQLite, and on PostgreSQL inserting its one
 row into that database instead of SQLite. The paths measured:
 
@@ -82,6 +84,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from _fixtures import figure, fresh_postgres_url, print_figures_json, temporary_sqlite_url
+from loadgen import latency_summary
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -283,7 +286,7 @@ class LoadSettings:
 
 
 def load(port: int, spec: dict[str, Any], settings: LoadSettings, folder: Path, *, connections: int | None = None,
-         label: str, server: Server | None = None) -> dict[str, Any]:
+         label: str, server: Server | None = None, latencies: bool = False) -> dict[str, Any]:
     """Run the load generator in its own process; returns its figures.
 
     With the ``server`` loaded, also ``worker_cpu_ms``: the CPU time its workers spent per
@@ -296,7 +299,7 @@ def load(port: int, spec: dict[str, Any], settings: LoadSettings, folder: Path, 
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     command = [sys.executable, str(LOADGEN), "--port", str(port), "--spec", str(spec_path), "--json",
                "--connections", str(connections or settings.connections), "--seconds", str(settings.seconds),
-               "--warmup", str(settings.warmup)]
+               "--warmup", str(settings.warmup)] + (["--latencies"] if latencies else [])
     done = subprocess.run(command, capture_output=True, text=True, timeout=settings.seconds + settings.warmup + 120)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr.strip()[-500:]}")
@@ -308,6 +311,72 @@ def load(port: int, spec: dict[str, Any], settings: LoadSettings, folder: Path, 
             used = sum(cpu_after[pid] - cpu_before[pid] for pid in cpu_before)
             result["worker_cpu_ms"] = round(1000 * used / result["answered"], 3)
     return result
+
+
+#: How many turns a figure and its ceiling take (see :func:`load_in_turns`).
+TURNS = 3
+
+
+def load_in_turns(server: Server, spec: dict[str, Any], ceiling: Server, ceiling_spec: dict[str, Any],
+                  settings: LoadSettings, folder: Path, *, label: str,
+                  turns: int = TURNS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A figure and its ceiling, measured in turns: ``turns`` rounds of a load of each, the
+    measured seconds (and the warm-up) shared out among them, the ceiling first in odd rounds
+    and second in even ones. The machine's speed drifts within minutes (docs/performance.md), and
+    so each side sees the same stretch of it. Returns (the figure, its ceiling), each the
+    rounds pooled (:func:`pooled`)."""
+    share = LoadSettings(settings.seconds / turns, settings.warmup / turns, settings.connections)
+    mine: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for turn in range(turns):
+        order = [(ceiling, ceiling_spec, theirs, "ceiling"), (server, spec, mine, "app")]
+        for target, what, into, side in order if turn % 2 == 0 else order[::-1]:
+            into.append(load(target.port, what, share, folder, label=f"{label}-{side}-{turn + 1}", server=target,
+                             latencies=True))
+    return pooled(mine), pooled(theirs)
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several loads of one thing as one result: their requests over their windows, latency
+    percentiles of all their requests together, the workers' CPU per request answered in all
+    (where every round measured it); ``rounds_rps``: each round's requests/s."""
+    first = rounds[0]
+    seconds = sum(result["seconds"] for result in rounds)
+    requests = sum(result["requests"] for result in rounds)
+    statuses: Counter[str] = Counter()
+    transport: Counter[str] = Counter()
+    for result in rounds:
+        statuses.update(result["statuses"])
+        transport.update(result["transport_errors"])
+    latencies = sorted(value for result in rounds for value in result.get("latencies_ms", []))
+    together: dict[str, Any] = {
+        "connections": first["connections"],
+        "seconds": round(seconds, 3),
+        "requests": requests,
+        "answered": sum(result["answered"] for result in rounds),
+        "rps": round(requests / seconds, 1) if seconds else 0.0,
+        "errors": sum(result["errors"] for result in rounds),
+        "statuses": dict(sorted(statuses.items())),
+        "transport_errors": dict(transport),
+        "unexpected": [line for result in rounds for line in result["unexpected"]][:5],
+        "bytes_per_response": round(sum(result["bytes_per_response"] * result["requests"] for result in rounds)
+                                    / requests) if requests else 0,
+        "latency_ms": latency_summary(latencies),
+        "load_average": rounds[-1].get("load_average"),
+        "rounds_rps": [result["rps"] for result in rounds],
+    }
+    if all("worker_cpu_ms" in result for result in rounds) and together["answered"]:
+        used = sum(result["worker_cpu_ms"] * result["answered"] for result in rounds)
+        together["worker_cpu_ms"] = round(used / together["answered"], 3)
+    return together
+
+
+def turns_note(result: dict[str, Any], ceiling: dict[str, Any]) -> str:
+    """Each round's ratio to its ceiling's round, for a figure measured in turns."""
+    pairs = list(zip(result.get("rounds_rps", []), ceiling.get("rounds_rps", [])))
+    if len(pairs) < 2 or not all(theirs for _mine, theirs in pairs):
+        return ""
+    return f"{len(pairs)} turns with its ceiling: " + ", ".join(f"{mine / theirs:.0%}" for mine, theirs in pairs)
 
 
 def describe(label: str, result: dict[str, Any]) -> str:
@@ -656,9 +725,9 @@ def ceiling_server(folder: Path, postgres_url: str | None = None) -> Iterator[Se
         print(f"  ceiling server log: {len(problems)} error lines, e.g. {problems[0]}")
 
 
-def measure_ceiling(ceiling: Server, key: str, settings: LoadSettings, folder: Path, *, when: str = "") -> dict[str, Any]:
+def measure_ceiling(ceiling: Server, key: str, settings: LoadSettings, folder: Path) -> dict[str, Any]:
     result = load(ceiling.port, CEILING_SPECS[key], settings, folder, label=f"ceiling-{key}", server=ceiling)
-    print(describe(f"ceiling ({key}) {CEILING_NAMES[key]}{when}", result), flush=True)
+    print(describe(f"ceiling ({key}) {CEILING_NAMES[key]}", result), flush=True)
     return result
 
 
@@ -670,15 +739,25 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
                 ceiling: Server | None) -> list[dict[str, Any]]:
     """Question page, answer save(s) and submission of pro-app on the database at ``url``.
 
-    Each request-rate figure is compared with its ceiling measured just before it (the
+    Each request-rate figure is measured in turns with its ceiling (:func:`load_in_turns`; the
     ceiling server stays up for the run): on a shared or virtual machine the speed drifts
-    within minutes, and a ceiling measured at the start would judge later figures by it."""
+    within minutes, and a ceiling measured at another time would judge the figure by another
+    machine."""
     ceilings: dict[str, dict[str, Any]] = {}
 
-    def paired(key: str, before: str, slot: str | None = None) -> None:
-        """Measure ceiling ``key`` now, for the figure measured next (kept as ``slot``, else ``key``)."""
-        if ceiling is not None:
-            ceilings[slot or key] = measure_ceiling(ceiling, key, settings, folder, when=f", before the {before}")
+    def against(key: str, target: Server, spec: dict[str, Any], what: str, slot: str,
+                load_label: str) -> dict[str, Any]:
+        """The load ``spec`` of ``target`` in turns with ceiling ``key`` (kept as ``slot``), or
+        alone when there is no ceiling server."""
+        if ceiling is None:
+            result = load(target.port, spec, settings, folder, label=load_label, server=target)
+        else:
+            result, ceilings[slot] = load_in_turns(target, spec, ceiling, CEILING_SPECS[key], settings, folder,
+                                                   label=load_label)
+            print(describe(f"ceiling ({key}) {CEILING_NAMES[key]}, in turns with the {what}", ceilings[slot]),
+                  flush=True)
+        print(describe(what if target is ceiling else f"{label}: {what}", result), flush=True)
+        return result
 
     browsing = settings.connections
     spare = 1  # one patient of each kind for counting statements in-process
@@ -697,25 +776,19 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
         question_spec = {"connections": [
             [{"method": "GET", "path": f"/q/{n}", "headers": {"Cookie": browser.cookie_header()}} for n in range(1, 31)]
             for browser in patients]}
-        paired("b", "question page")
-        question = load(server.port, question_spec, settings, folder, label=f"{label}-question", server=server)
-        print(describe(f"{label}: question page GET /q/<n>", question), flush=True)
+        question = against("b", server, question_spec, "question page GET /q/<n>", "b", f"{label}-question")
 
         save_spec = {"connections": [
             [answer_request(assessment, f"q{n}", csrf, browser.cookie_header()) for n in range(1, 31)]
             for browser, (assessment, csrf) in zip(patients, opened)]}
-        paired("c", "reference", "c reference")
         if sqlite and ceiling is not None:
-            reference = load(ceiling.port, audited_save_reference_spec(browsing), settings, folder,
-                             label="reference-audited-save", server=ceiling)
-            print(describe("reference: bare Flask, the save's writes in plain SQL", reference), flush=True)
+            reference = against("c", ceiling, audited_save_reference_spec(browsing),
+                                "reference: bare Flask, the save's writes in plain SQL", "c reference",
+                                "reference-audited-save")
         elif ceiling is not None:
-            reference = load(ceiling.port, POSTGRES_REFERENCE_SPEC, settings, folder, label="reference-postgres",
-                             server=ceiling)
-            print(describe("reference: bare Flask, one PostgreSQL insert", reference), flush=True)
-        paired("c", "autosave", "c autosave")
-        save = load(server.port, save_spec, settings, folder, label=f"{label}-save", server=server)
-        print(describe(f"{label}: answer save POST /q/answer", save), flush=True)
+            reference = against("c", ceiling, POSTGRES_REFERENCE_SPEC, "reference: bare Flask, one PostgreSQL insert",
+                                "c reference", "reference-postgres")
+        save = against("c", server, save_spec, "answer save POST /q/answer", "c autosave", f"{label}-save")
 
         form_save: dict[str, Any] | None = None
         if sqlite:
@@ -725,9 +798,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
                   "body": urlencode({"csrf_token": csrf, "assessment": assessment, "go": "next"})
                   + "&value={v}&request_id={uuid}"} for n in range(1, 31)]
                 for browser, (assessment, csrf) in zip(patients, opened)]}
-            paired("c", "form save", "c form")
-            form_save = load(server.port, form_spec, settings, folder, label=f"{label}-form-save", server=server)
-            print(describe(f"{label}: answer save POST /q/<n> (form)", form_save), flush=True)
+            form_save = against("c", server, form_spec, "answer save POST /q/<n> (form)", "c form",
+                                f"{label}-form-save")
 
         submitters = [Browser(server.port) for _ in prepared.submitting[:-1]]
         with ThreadPoolExecutor(4) as pool:
@@ -772,7 +844,7 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
                budget=f">= {QUESTION_MIN_RATIO:.0%} of ceiling (b)",
                passed=ratio is not None and ratio >= QUESTION_MIN_RATIO and not question["errors"],
                note=join(counted("question page GET /q/<n>"), cpu_note(question, ceilings.get("b"), "b"),
-                         errors_note(question))),
+                         turns_note(question, ceilings.get("b", {})), errors_note(question))),
         figure(f"Question page p99, {label}, {settings.connections} conns", question["latency_ms"]["p99"], "ms",
                budget=f"< {QUESTION_P99_MS:.0f} ms",
                passed=measured(question) and question["latency_ms"]["p99"] < QUESTION_P99_MS,
@@ -787,8 +859,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             note=join(f"p99 {reference['latency_ms']['p99']:.1f} ms", "" if share is None else
                       f"pro-app's autosave on {label} is {share:.0%} of it",
                       cpu_note(reference, ceilings.get("c reference"), "c"),
-                      errors_note(reference))))
-    # Each save against ceiling (c) measured right before it.
+                      turns_note(reference, ceilings.get("c reference", {})), errors_note(reference))))
+    # Each save against ceiling (c) measured in turns with it.
     saves = [("autosave POST /q/answer", save, "answer save POST /q/answer", "c autosave")]
     if form_save is not None:
         saves.append(("form POST /q/<n>", form_save, "answer save POST /q/<n> (form)", "c form"))
@@ -799,7 +871,8 @@ def measure_app(label: str, url: str, args: argparse.Namespace, settings: LoadSe
             figure(f"Answer save {name}, {label}", result["rps"], "req/s", ceiling=paired_c, ratio=ratio,
                    budget=f">= {SAVE_MIN_RATIO:.0%} of ceiling (c)",
                    passed=ratio is not None and ratio >= SAVE_MIN_RATIO and not result["errors"],
-                   note=join(counted(path), cpu_note(result, ceilings.get(slot), "c"), errors_note(result))),
+                   note=join(counted(path), cpu_note(result, ceilings.get(slot), "c"),
+                             turns_note(result, ceilings.get(slot, {})), errors_note(result))),
             figure(f"Answer save {name} p99, {label}, {settings.connections} conns", result["latency_ms"]["p99"], "ms",
                    budget=f"< {SAVE_P99_MS:.0f} ms",
                    passed=measured(result) and result["latency_ms"]["p99"] < SAVE_P99_MS,

@@ -21,9 +21,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from run_all import Outcome, table  # noqa: E402
+import web  # noqa: E402
+from loadgen import latency_summary  # noqa: E402
 from web import (  # noqa: E402
     POSTGRES_REFERENCE_SPEC, LoadSettings, audited_save_reference_spec, ceiling_server, cpu_note, load,
-    make_run_command, serving, workers_of,
+    load_in_turns, make_run_command, pooled, serving, turns_note, workers_of,
 )
 
 LATENCY_FIELDS = {"mean", "p50", "p90", "p95", "p99", "max"}
@@ -130,3 +132,85 @@ def test_the_cpu_note_gives_the_workers_cpu_and_the_ceilings_share_of_it() -> No
         "workers' CPU 2.00 ms/request (ceiling (c) 0.50 ms, 25% of it)")
     assert cpu_note({"worker_cpu_ms": 2.0}, {"rps": 100.0}, "c") == "workers' CPU 2.00 ms/request"
     assert cpu_note({"rps": 100.0}) == ""  # not measured (a worker was replaced, or no server given)
+
+
+def test_a_figure_and_its_ceiling_measured_in_turns_pool_every_turn(tmp_path: Path) -> None:
+    settings = LoadSettings(seconds=1.2, warmup=0.3, connections=4)
+    with serving("ceiling", "ceiling_app:app", {"CEILING_DATABASE": str(tmp_path / "c.sqlite3")}, tmp_path,
+                 chdir=BENCHMARKS) as server:
+        plain = load(server.port, {"connections": [[{"method": "GET", "path": "/plain"}]]}, settings, tmp_path,
+                     label="raw", latencies=True)
+        form, ceiling = load_in_turns(server, {"connections": [[{"method": "GET", "path": "/form"}]]}, server,
+                                      {"connections": [[{"method": "GET", "path": "/plain"}]]}, settings, tmp_path,
+                                      label="turns")
+        assert not server.errors()
+
+    # The load generator gives every measured request's latency when asked, ascending.
+    assert len(plain["latencies_ms"]) == plain["requests"] > 0
+    assert plain["latencies_ms"] == sorted(plain["latencies_ms"])
+    assert latency_summary(plain["latencies_ms"])["p99"] == pytest.approx(plain["latency_ms"]["p99"], abs=0.01)
+
+    for result in (form, ceiling):
+        assert len(result["rounds_rps"]) == 3 and all(rps > 0 for rps in result["rounds_rps"]), result
+        assert result["errors"] == 0 and result["statuses"] == {"200": result["requests"]}, result
+        assert result["seconds"] == pytest.approx(1.2, abs=0.1)  # the measured time, shared out among the turns
+        assert result["answered"] > result["requests"] > 0 and result["worker_cpu_ms"] > 0
+        assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
+    assert form["bytes_per_response"] > 5000 > 100 > ceiling["bytes_per_response"]
+    assert turns_note(form, ceiling).startswith("3 turns with its ceiling: ")
+
+
+def test_turns_alternate_which_side_goes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, str, LoadSettings, bool]] = []
+
+    def recording_load(port: int, spec: dict[str, object], settings: LoadSettings, folder: Path, *,
+                       label: str, server: object = None, latencies: bool = False) -> dict[str, object]:
+        calls.append((port, label, settings, latencies))
+        return {"connections": 4, "seconds": settings.seconds, "requests": 10, "answered": 12, "rps": 10.0,
+                "errors": 0, "statuses": {"200": 10}, "transport_errors": {}, "unexpected": [],
+                "bytes_per_response": 20, "latency_ms": {}, "latencies_ms": [1.0] * 10, "worker_cpu_ms": 0.5}
+
+    monkeypatch.setattr(web, "load", recording_load)
+    app = web.Server.__new__(web.Server)
+    app.port = 1
+    ceiling = web.Server.__new__(web.Server)
+    ceiling.port = 2
+    mine, theirs = load_in_turns(app, {}, ceiling, {}, LoadSettings(9.0, 3.0, 4), tmp_path, label="x", turns=3)
+    assert [port for port, *_ in calls] == [2, 1, 1, 2, 2, 1]
+    assert all(settings == LoadSettings(3.0, 1.0, 4) and latencies for _port, _label, settings, latencies in calls)
+    assert len({label for _port, label, *_ in calls}) == 6  # each load its own spec file
+    assert mine["requests"] == theirs["requests"] == 30 and mine["seconds"] == 9.0
+
+
+def _round(seconds: float, latencies: list[float], **extra: object) -> dict[str, object]:
+    return {"connections": 4, "seconds": seconds, "requests": len(latencies), "answered": len(latencies) + 2,
+            "rps": len(latencies) / seconds, "errors": 0, "statuses": {"200": len(latencies)},
+            "transport_errors": {}, "unexpected": [], "bytes_per_response": 100, "latency_ms": {},
+            "latencies_ms": latencies, **extra}
+
+
+def test_pooled_rounds_add_up_and_take_percentiles_of_all_their_requests() -> None:
+    slow = _round(1.0, [float(n) for n in range(100, 200)], worker_cpu_ms=2.0, bytes_per_response=300,
+                  statuses={"200": 98, "503": 2}, errors=2, unexpected=["a", "b", "c"], transport_errors={"OSError": 1})
+    fast = _round(2.0, [float(n) for n in range(1, 301)], worker_cpu_ms=1.0, unexpected=["d", "e", "f"],
+                  transport_errors={"OSError": 2})
+    together = pooled([slow, fast])
+    assert together["requests"] == 400 and together["seconds"] == 3.0 and together["rps"] == pytest.approx(133.3)
+    assert together["answered"] == 404 and together["rounds_rps"] == [100.0, 150.0]
+    assert together["statuses"] == {"200": 398, "503": 2} and together["errors"] == 2
+    assert together["transport_errors"] == {"OSError": 3} and together["unexpected"] == ["a", "b", "c", "d", "e"]
+    assert together["bytes_per_response"] == 150  # weighted by each round's requests
+    everything = sorted([float(n) for n in range(100, 200)] + [float(n) for n in range(1, 301)])
+    assert together["latency_ms"] == latency_summary(everything)
+    assert together["latency_ms"]["p99"] == 296.0 and together["latency_ms"]["max"] == 300.0
+    # The workers' CPU over every request answered in both rounds: (2.0 x 102 + 1.0 x 302) / 404.
+    assert together["worker_cpu_ms"] == pytest.approx((2.0 * 102 + 1.0 * 302) / 404, abs=0.001)
+    fast.pop("worker_cpu_ms")
+    assert "worker_cpu_ms" not in pooled([slow, fast])  # not measured in every round: not given
+
+
+def test_the_turns_note_gives_each_rounds_ratio() -> None:
+    assert turns_note({"rounds_rps": [50.0, 60.0, 45.0]}, {"rounds_rps": [100.0, 100.0, 90.0]}) == (
+        "3 turns with its ceiling: 50%, 60%, 50%")
+    assert turns_note({"rps": 50.0}, {"rps": 100.0}) == ""  # measured once
+    assert turns_note({"rounds_rps": [50.0, 60.0]}, {"rounds_rps": [100.0, 0.0]}) == ""  # a ceiling round failed
