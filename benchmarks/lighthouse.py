@@ -9,7 +9,9 @@ command from ``make -n run``), on a temporary SQLite file with the demo study. T
 patient's link is opened and the questionnaire started over HTTP; Lighthouse then loads
 ``/q/1`` with that session cookie (``--extra-headers``), headless, with its default mobile
 settings (Moto G-class screen, simulated slow 4G and 4x CPU slowdown). The scores depend on
-the machine's CPU: on a busy machine the performance score drops.
+the machine's CPU: on a busy machine the performance score drops. A run that Lighthouse could
+not record ("Please run Lighthouse again", ``TRACE_RECORDING_ERRORS``) is run again, at most
+twice; the figures' notes say so.
 
 ``--json`` ends the output with one JSON line of figures for benchmarks/run_all.py.
 """
@@ -41,6 +43,17 @@ METRICS = ("first-contentful-paint", "largest-contentful-paint", "total-blocking
            "speed-index", "total-byte-weight")
 
 
+#: Lighthouse's codes for "Something went wrong with recording the trace over your page load.
+#: Please run Lighthouse again": the recording failed, not the page. Such a run is run again, at
+#: most ``RETRIES`` times (and the figures say how many were).
+TRACE_RECORDING_ERRORS = ("NO_TRACING_STARTED", "NO_RESOURCE_REQUEST", "NO_NAVSTART", "NO_DCL", "NO_FMP")
+RETRIES = 2
+
+
+class TraceNotRecorded(RuntimeError):
+    """Lighthouse could not record the trace of a page load (see TRACE_RECORDING_ERRORS)."""
+
+
 def run_lighthouse(url: str, cookie: str, folder: Path, number: int) -> dict[str, Any]:
     headers = folder / "headers.json"
     headers.write_text(json.dumps({"Cookie": cookie}), encoding="utf-8")
@@ -53,7 +66,9 @@ def run_lighthouse(url: str, cookie: str, folder: Path, number: int) -> dict[str
     ]
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=180)
     if done.returncode != 0 or not report.exists():
-        raise RuntimeError(f"lighthouse failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
+        output = (done.stderr or done.stdout).strip()
+        failure = TraceNotRecorded if any(f"({code})" in output for code in TRACE_RECORDING_ERRORS) else RuntimeError
+        raise failure(f"lighthouse failed ({done.returncode}): {output[-800:]}")
     result: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
     return result
 
@@ -66,8 +81,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         if audits[audit_id].get("score") is not None and audits[audit_id]["score"] < 1
         and audits[audit_id].get("scoreDisplayMode") not in ("notApplicable", "manual", "informative")
     )
-    if result.get("runtimeError"):
-        raise RuntimeError(f"lighthouse runtime error: {result['runtimeError']}")
+    error = result.get("runtimeError")
+    if error:
+        failure = TraceNotRecorded if error.get("code") in TRACE_RECORDING_ERRORS else RuntimeError
+        raise failure(f"lighthouse runtime error: {error}")
     final_url = result.get("finalDisplayedUrl") or result.get("finalUrl", "")
     return {
         "performance": round(100 * (categories["performance"]["score"] or 0)),
@@ -77,6 +94,19 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "failing_accessibility": failing,
         "final_url": final_url,
     }
+
+
+def measured_run(url: str, cookie: str, folder: Path, number: int) -> tuple[dict[str, Any], int]:
+    """One run's summary, and how many times it was run again because Lighthouse could not
+    record its trace. Any other failure, or the trace's after ``RETRIES`` more tries, is raised."""
+    for again in range(RETRIES + 1):
+        try:
+            return summary(run_lighthouse(url, cookie, folder, number)), again
+        except TraceNotRecorded as error:
+            if again == RETRIES:
+                raise
+            print(f"run {number + 1}: {str(error)[-200:]}; running it again", flush=True)
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
@@ -102,7 +132,9 @@ def main() -> None:
             patient = Browser(server.port)
             open_questionnaire(patient, token)
             page = f"http://127.0.0.1:{server.port}/q/1"
-            runs = [summary(run_lighthouse(page, patient.cookie_header(), folder, n)) for n in range(args.runs)]
+            measured = [measured_run(page, patient.cookie_header(), folder, n) for n in range(args.runs)]
+            runs = [run for run, _again in measured]
+            retried = sum(again for _run, again in measured)
     finally:
         shutil.rmtree(Path(database_url.removeprefix("sqlite:///")).parent, ignore_errors=True)
         if args.keep:
@@ -130,7 +162,8 @@ def main() -> None:
                    passed=performance >= 100 and on_page,
                    note=f"median of {len(runs)}; LCP {metrics.get('largest-contentful-paint', 0):.0f} ms, "
                         f"TBT {metrics.get('total-blocking-time', 0):.0f} ms, "
-                        f"CLS {metrics.get('cumulative-layout-shift', 0):.3f}"),
+                        f"CLS {metrics.get('cumulative-layout-shift', 0):.3f}"
+                        + (f"; {retried} run(s) run again (Lighthouse did not record the trace)" if retried else "")),
             figure("Lighthouse accessibility, question page (mobile)", accessibility, "score", budget="100",
                    passed=accessibility >= 100 and on_page,
                    note=("not passed: " + ", ".join(failing)) if failing else ""),

@@ -9,6 +9,7 @@ never a timing: the figures come from ``make bench``.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from run_all import Outcome, table  # noqa: E402
+import lighthouse  # noqa: E402
 import web  # noqa: E402
 from loadgen import latency_summary  # noqa: E402
 from web import (  # noqa: E402
@@ -214,3 +216,60 @@ def test_the_turns_note_gives_each_rounds_ratio() -> None:
         "3 turns with its ceiling: 50%, 60%, 50%")
     assert turns_note({"rps": 50.0}, {"rps": 100.0}) == ""  # measured once
     assert turns_note({"rounds_rps": [50.0, 60.0]}, {"rounds_rps": [100.0, 0.0]}) == ""  # a ceiling round failed
+
+
+def _lighthouse_report(**extra: object) -> dict[str, object]:
+    return {"categories": {"performance": {"score": 1.0},
+                           "accessibility": {"score": 1.0, "auditRefs": [{"id": "color-contrast"}]}},
+            "audits": {"color-contrast": {"score": 1}}, "finalDisplayedUrl": "http://127.0.0.1/q/1", **extra}
+
+
+def test_a_lighthouse_run_whose_trace_was_not_recorded_is_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes: list[object] = []
+
+    def next_outcome(url: str, cookie: str, folder: Path, number: int) -> dict[str, object]:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert isinstance(outcome, dict)
+        return outcome
+
+    monkeypatch.setattr(lighthouse, "run_lighthouse", next_outcome)
+    not_recorded = lighthouse.TraceNotRecorded("Please run Lighthouse again. (NO_NAVSTART)")
+    outcomes[:] = [not_recorded, _lighthouse_report()]
+    run, again = lighthouse.measured_run("http://127.0.0.1/q/1", "c=1", tmp_path, 0)
+    assert again == 1 and run["performance"] == 100 and run["accessibility"] == 100 and outcomes == []
+
+    # A trace reported in the result as not recorded is run again as well; another error is not.
+    outcomes[:] = [_lighthouse_report(runtimeError={"code": "NO_DCL", "message": "..."}), _lighthouse_report()]
+    assert lighthouse.measured_run("u", "c", tmp_path, 0)[1] == 1
+    outcomes[:] = [_lighthouse_report(runtimeError={"code": "NO_FCP", "message": "The page did not paint"}),
+                   _lighthouse_report()]
+    with pytest.raises(RuntimeError, match="NO_FCP") as raised:
+        lighthouse.measured_run("u", "c", tmp_path, 0)
+    assert not isinstance(raised.value, lighthouse.TraceNotRecorded) and len(outcomes) == 1
+
+    # Not recorded three times: the failure stands.
+    outcomes[:] = [not_recorded] * 3 + [_lighthouse_report()]
+    with pytest.raises(lighthouse.TraceNotRecorded):
+        lighthouse.measured_run("u", "c", tmp_path, 0)
+    assert len(outcomes) == 1
+
+
+def test_lighthouse_failing_to_record_the_trace_is_told_from_other_failures(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    said = {"stderr": ""}
+
+    def lighthouse_exits_with_1(command: list[str], **_kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr=said["stderr"])
+
+    monkeypatch.setattr(lighthouse.subprocess, "run", lighthouse_exits_with_1)
+    said["stderr"] = ("Runtime error encountered: Something went wrong with recording the trace over your page "
+                      "load. Please run Lighthouse again. (NO_NAVSTART)")
+    with pytest.raises(lighthouse.TraceNotRecorded, match="NO_NAVSTART"):
+        lighthouse.run_lighthouse("http://127.0.0.1/q/1", "c=1", tmp_path, 0)
+    said["stderr"] = "Runtime error encountered: Chrome could not be launched"
+    with pytest.raises(RuntimeError, match="could not be launched") as raised:
+        lighthouse.run_lighthouse("http://127.0.0.1/q/1", "c=1", tmp_path, 0)
+    assert not isinstance(raised.value, lighthouse.TraceNotRecorded)
