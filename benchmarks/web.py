@@ -304,7 +304,6 @@ def load(port: int, spec: dict[str, Any], settings: LoadSettings, folder: Path, 
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load_average"] = round(os.getloadavg()[0], 2)
     if server is not None and cpu_before and result.get("answered"):
         cpu_after = server.cpu_seconds()
         if cpu_after.keys() == cpu_before.keys():
@@ -362,7 +361,6 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_per_response": round(sum(result["bytes_per_response"] * result["requests"] for result in rounds)
                                     / requests) if requests else 0,
         "latency_ms": latency_summary(latencies),
-        "load_average": rounds[-1].get("load_average"),
         "rounds_rps": [result["rps"] for result in rounds],
     }
     if all("worker_cpu_ms" in result for result in rounds) and together["answered"]:
