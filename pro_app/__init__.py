@@ -16,7 +16,7 @@ from flask import Flask
 
 from pro_app.config import DEFAULT_INSTANCE_PATH, load_config
 from pro_app.extensions import babel, csrf, database
-from pro_app.web import cookies, errors, health, i18n, security, signed
+from pro_app.web import cookies, errors, health, i18n, security, signed, static_files
 from pro_app.web.patient import views as patient
 from pro_app.web.staff import admin, analysis, dashboard, exports, guard, participants, reports, staff_auth
 
@@ -61,3 +61,4 @@ def _register_blueprints(app: Flask) -> None:
     signed.register(app)
     errors.register(app)
     security.register(app)
+    static_files.register(app)

@@ -218,6 +218,21 @@ def test_pages_make_no_external_requests(page: Page, live_server: LiveServer, pa
     assert requested and all(url.startswith(live_server.url) for url in requested), requested
 
 
+def test_stylesheet_and_script_arrive_compressed_and_work(page: Page, live_server: LiveServer, patient: Patient) -> None:
+    encodings: dict[str, str | None] = {}
+    page.on("response", lambda response: encodings.__setitem__(
+        response.url.rsplit("/", 1)[-1], response.all_headers().get("content-encoding")
+    ) if "/static/" in response.url else None)
+    _start(page, patient)
+    expect(page.locator("#progress-text")).to_have_text("Question 1 of 30")
+    assert encodings == {"app.css": "gzip", "questionnaire.js": "gzip"}
+    # The stylesheet applies (answers are large touch targets) and the script saves in the background.
+    assert page.locator("label.option[for=v1]").bounding_box()["height"] >= 44  # type: ignore[index]
+    _choose(page, 3)
+    expect(page.locator("#save-state")).to_have_text("Answer saved.")
+    assert stored_answers(live_server, patient.assessment_id) == {"q1": 3}
+
+
 # -- request ids, expired forms and expired sign-ins ---------------------------------------------
 
 
