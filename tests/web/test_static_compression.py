@@ -59,7 +59,7 @@ def test_the_stylesheets_and_scripts_are_sent_compressed_to_a_browser(client: Fl
         assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("accepted", [None, "identity", "gzip;q=0", "br", "deflate"])
+@pytest.mark.parametrize("accepted", [None, "identity", "gzip;q=0", "br", "deflate", "gzip;q=abc", ";;;", "g" * 5000])
 def test_without_gzip_accepted_the_file_is_sent_as_it_is(client: FlaskClient, accepted: str | None) -> None:
     asset = STATIC / "css" / "app.css"
     response = client.get(path_of(asset), headers={} if accepted is None else {"Accept-Encoding": accepted})
@@ -68,6 +68,12 @@ def test_without_gzip_accepted_the_file_is_sent_as_it_is(client: FlaskClient, ac
     assert response.data == asset.read_bytes()
     assert "Accept-Encoding" in response.vary, "a shared cache must keep the two answers apart"
     assert "max-age" in response.headers["Cache-Control"]
+
+
+@pytest.mark.parametrize("accepted", ["GZIP", "*", "deflate;q=0.5, gzip;q=0.2", "*;q=0, gzip"])
+def test_gzip_accepted_in_any_spelling_is_used(client: FlaskClient, accepted: str) -> None:
+    response = client.get(path_of(STATIC / "css" / "app.css"), headers={"Accept-Encoding": accepted})
+    assert response.status_code == 200 and response.headers["Content-Encoding"] == "gzip"
 
 
 def test_a_compressed_asset_is_revalidated_with_its_own_tag_or_date(client: FlaskClient) -> None:
