@@ -30,7 +30,8 @@ except ImportError:  # not POSIX: writers wait in SQLite's busy handler alone
 WRITE_OPTION = "pro_app_writes"
 #: Execution option of SQLite connections that only read and need no snapshot across their
 #: statements: no ``BEGIN`` is sent, so each statement runs as its own transaction (as
-#: ``AUTOCOMMIT`` does on PostgreSQL).
+#: ``AUTOCOMMIT`` does on PostgreSQL). Reads only: a write there would be committed by SQLite
+#: without the sync that :meth:`QueuedWriterConnection.commit` adds.
 NO_TRANSACTION_OPTION = "pro_app_no_transaction"
 #: ``Session.info`` key of a session that must not write (a page view, or the reading part of
 #: a request that writes later: see :mod:`pro_app.web.database`).
@@ -66,10 +67,12 @@ def make_engine(
     """Create an engine with the connection settings each backend needs to protect data.
 
     SQLite: WAL journal (readers never block the writer), a busy timeout instead of
-    immediate "database is locked" errors, foreign keys enforced, and synchronous=FULL so an
-    acknowledged answer survives a power cut. pysqlite's own transaction handling is
-    switched off and ``BEGIN`` emitted explicitly, as SQLAlchemy documents, so that
-    SAVEPOINTs (used by tests and nested service calls) behave.
+    immediate "database is locked" errors, foreign keys enforced, and every commit that wrote
+    on stable storage before it returns, so an acknowledged answer survives a power cut: the
+    log is synced by the connection itself just after the write turn is released
+    (:class:`QueuedWriterConnection`), elsewhere by SQLite (synchronous=FULL). pysqlite's own
+    transaction handling is switched off and ``BEGIN`` emitted explicitly, as SQLAlchemy
+    documents, so that SAVEPOINTs (used by tests and nested service calls) behave.
 
     PostgreSQL: a pooled connection that sat idle for more than ``ping_idle_after_ms`` is
     checked before use (:func:`_ping_idle_connections`).
@@ -164,9 +167,13 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
+        journal = "memory" if in_memory else str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        if journal == "wal" and isinstance(dbapi_connection, QueuedWriterConnection):
+            # The connection syncs the log after each commit that wrote, outside the write turn.
+            dbapi_connection.sync_log_after_commit(f"{engine.url.database}-wal")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        else:
+            cursor.execute("PRAGMA synchronous = FULL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -179,11 +186,13 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         immediate = options.get(WRITE_OPTION, False)
         statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
         dbapi_connection = connection.connection.dbapi_connection
-        if immediate and isinstance(dbapi_connection, QueuedWriterConnection):
-            try:
-                dbapi_connection.wait_for_write_turn()
-            except sqlite3.OperationalError as error:  # as SQLAlchemy reports the driver's errors
-                raise OperationalError(statement, None, error) from None
+        if isinstance(dbapi_connection, QueuedWriterConnection):
+            dbapi_connection.note_begin()
+            if immediate:
+                try:
+                    dbapi_connection.wait_for_write_turn()
+                except sqlite3.OperationalError as error:  # as SQLAlchemy reports the driver's errors
+                    raise OperationalError(statement, None, error) from None
         if statements_watched(connection):
             connection.exec_driver_sql(statement)
             return
@@ -225,8 +234,63 @@ def _alarm_is_free() -> bool:
     )
 
 
+def make_durable(connection: Connection) -> None:
+    """Wait until every commit this connection can see is on stable storage.
+
+    For a reply that acknowledges a write it did not commit itself -- the stored receipt of a
+    repeated request, say -- which may have been committed by another worker a moment ago and
+    not be synced yet (see :class:`QueuedWriterConnection`). PostgreSQL makes a commit visible
+    only once it is durable (``synchronous_commit`` on), and so does SQLite elsewhere: nothing
+    to wait for there."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if isinstance(dbapi_connection, QueuedWriterConnection):
+        dbapi_connection.sync_log()
+
+
+class _LogFile:
+    """The write-ahead log of a connection's database, opened by us to sync it.
+
+    Held open, so that a failed write-back of the log is reported to our ``fsync`` (Linux
+    reports it to the descriptors open when it happens). Opened again when the file was
+    deleted meanwhile (SQLite deletes it when the last connection closes); the folder is synced
+    when the log is opened, as SQLite syncs it when it creates the log, so that the log's name
+    survives a power cut too."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def sync(self) -> None:
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            self.close()
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                # No log: the database left WAL mode (another program changed its journal),
+                # and a commit wrote into the database file itself.
+                database = os.open(self.path.removesuffix("-wal"), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(database)
+                finally:
+                    os.close(database)
+                return
+            folder = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 class QueuedWriterConnection(sqlite3.Connection):
-    """A pysqlite connection whose write transactions take turns on an operating-system lock.
+    """A pysqlite connection whose write transactions take turns on an operating-system lock,
+    and whose commits are synced to disk after the turn is released.
 
     SQLite lets one transaction write at a time. A writer that finds the database locked
     polls: its busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so under
@@ -243,12 +307,47 @@ class QueuedWriterConnection(sqlite3.Connection):
     something else uses SIGALRM, it polls (see ``_FIRST_PAUSE``). Either way the wait is
     bounded by the busy timeout; past it the transaction fails with SQLite's own "database
     is locked" error, answered 503 by the web layer.
+
+    Durability (with :meth:`sync_log_after_commit`, on a database in WAL mode): SQLite commits
+    with ``synchronous=NORMAL`` -- the transaction's pages are written to the log, not synced --
+    and :meth:`commit` then releases the write turn and syncs the log itself before it
+    returns, for every transaction that wrote. A commit still returns only once it is on
+    stable storage, as with ``synchronous=FULL``; but the next writer no longer waits for this
+    one's ``fsync``, and one ``fsync`` covers every commit written to the log before it. A
+    commit is visible to other connections from the moment SQLite has made it, a moment before
+    it is synced: a reply that acknowledges a write it did not make (a repeated request's
+    receipt) calls :func:`make_durable` first. A failed sync raises SQLite's "disk I/O error"
+    from the commit: the transaction is committed but perhaps not on disk, and is not
+    acknowledged as saved.
     """
 
     _lock_path: str | None = None
     _lock_fd: int | None = None
     _holding: bool = False
     _timeout: float = 15.0
+    _log: _LogFile | None = None
+    _changes_at_begin: int = 0
+
+    def sync_log_after_commit(self, log_path: str) -> None:
+        """Sync the log at ``log_path`` after each commit that wrote (the database must be in
+        WAL mode, with ``synchronous=NORMAL``)."""
+        self._log = _LogFile(log_path)
+
+    def note_begin(self) -> None:
+        """A transaction begins: its commit syncs the log if it changed rows or held the turn."""
+        self._changes_at_begin = self.total_changes
+
+    def sync_log(self) -> None:
+        """Sync the log: every commit written to it so far is then on stable storage."""
+        if self._log is None:
+            return
+        try:
+            self._log.sync()
+        except OSError as error:
+            self._log.close()
+            raise sqlite3.OperationalError(
+                f"disk I/O error: the write-ahead log could not be synced ({error.strerror})"
+            ) from error
 
     def queue_on(self, lock_path: str, timeout: float) -> None:
         self._lock_path = lock_path
@@ -317,10 +416,13 @@ class QueuedWriterConnection(sqlite3.Connection):
             _fcntl.flock(self._lock_fd, _fcntl.LOCK_UN)
 
     def commit(self) -> None:
+        wrote = self._holding or self.total_changes != self._changes_at_begin
         try:
             super().commit()
         finally:
             self._end_write_turn()
+        if wrote:
+            self.sync_log()
 
     def rollback(self) -> None:
         try:
@@ -333,6 +435,8 @@ class QueuedWriterConnection(sqlite3.Connection):
             super().close()
         finally:
             self._end_write_turn()
+            if self._log is not None:
+                self._log.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None

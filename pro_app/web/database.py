@@ -29,8 +29,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmake
 
 from pro_app.db import audit_guard
 from pro_app.db.engine import (
-    NO_TRANSACTION_OPTION, READ_ONLY_INFO, WRITE_OPTION, ReadOnlyRequest, make_engine, make_session_factory,
-    writer_engine,
+    NO_TRANSACTION_OPTION, READ_ONLY_INFO, WRITE_OPTION, ReadOnlyRequest, make_durable, make_engine,
+    make_session_factory, writer_engine,
 )
 
 _G_KEY = "_pro_db_session"
@@ -170,6 +170,13 @@ class Database:
             if connection is not None:
                 return connection
         return self.session.connection()
+
+    def make_durable(self) -> None:
+        """Before a reply that acknowledges a write this request read rather than made (a
+        repeated request's stored receipt): wait until what it read is on stable storage; on
+        SQLite another worker may have committed it a moment ago and still be syncing it (see
+        :func:`pro_app.db.engine.make_durable`)."""
+        make_durable(self.connection)
 
     @property
     def locks_to_write(self) -> bool:

@@ -54,6 +54,18 @@ def register(app: Flask) -> None:
             app.logger.warning("Database busy during %s %s; answered 503", request.method, request.url_rule)
             body, status = _render(503, str(_l("The service is busy. Nothing was lost: please try again.")))
             return body, status, {"Retry-After": "1"}
+        if _storage_failed(error):
+            # The disk refused a write or a sync: what this request committed may not be on
+            # disk, so it is not acknowledged. The client retries (patients' saves with the same
+            # request id); the server's storage needs attention.
+            try:
+                database.session.rollback()
+            except DBAPIError:
+                pass
+            app.logger.critical("Disk I/O error during %s %s; answered 503: check the database's storage",
+                                request.method, request.url_rule)
+            body, status = _render(503)
+            return body, status, {"Retry-After": "5"}
         if not error.connection_invalidated:
             return _unexpected(error)
         # The database connection was lost under the request (a restart, a fail-over, its
@@ -75,6 +87,11 @@ def register(app: Flask) -> None:
         database.session.rollback()
         app.logger.exception("Unhandled error on %s %s", request.method, request.url_rule)
         return _render(InternalServerError.code)
+
+
+def _storage_failed(error: DBAPIError) -> bool:
+    """SQLite's "disk I/O error": reading, writing or syncing the database's files failed."""
+    return isinstance(error, OperationalError) and "disk i/o error" in str(error.orig).lower()
 
 
 def _database_busy(error: DBAPIError) -> bool:

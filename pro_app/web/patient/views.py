@@ -255,6 +255,7 @@ def save_answer() -> JsonResult:
     except DomainError as error:
         return recovery.json_error(_message(error), _code(error), _status(error))
     if replay is not None:
+        database.make_durable()  # the receipt of a save that may have been committed a moment ago
         return receipts.receipt_body(replay), 200, {receipts.REPLAYED_HEADER: "true"}
     if assessment is None or not still_open:
         return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
@@ -334,6 +335,7 @@ def submit() -> RenderResult:
         if assessment is None and request_id is not None and replayed_submission(
             db, request_id, participant_id=context.participant.id, assessment_id=form.assessment.data
         ):
+            database.make_durable()
             return redirect(url_for("patient.done"), code=303)
     except DomainError as error:
         if assessment is None:
