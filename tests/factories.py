@@ -6,11 +6,12 @@ import html
 import re
 from datetime import datetime, timedelta, timezone
 
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pro_app.db.engine import make_engine, make_session_factory, writer_engine
-from pro_app.db.models import Arm, Assessment, Participant, Site, Study
+from pro_app.db.models import Answer, Arm, Assessment, Participant, Site, Study
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode
 from pro_app.services.access import IssuedLink, issue_link
@@ -94,6 +95,27 @@ def committed_started_patient(url: str, study_code: str, subject_code: str) -> t
                              text=default_registry().text("qlq_c30", "en"), actor="test")
             session.commit()
             return issued.token, assessment.id
+    finally:
+        engine.dispose()
+
+
+def json_save(client: FlaskClient, assessment_id: int, item: str, value: int,
+              key: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    """A background save as the page script sends it: (status, headers, JSON body)."""
+    response = client.post("/q/answer", json={"assessment": assessment_id, "item": item, "value": value},
+                           headers={"Idempotency-Key": key, "Accept": "application/json"})
+    return response.status_code, dict(response.headers), response.get_json()
+
+
+def stored_answers(url: str, assessment_id: int) -> dict[str, int]:
+    """The answers stored for a questionnaire in the database at ``url`` (item: value)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment_id)
+            ).tuples().all()
+            return dict(rows)
     finally:
         engine.dispose()
 

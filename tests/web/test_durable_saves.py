@@ -18,13 +18,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
 
 from pro_app import create_app
-from pro_app.db.engine import make_engine
-from pro_app.db.models import Answer
 from tests.conftest import app_config, migrated_sqlite
-from tests.factories import committed_started_patient, hidden_fields
+from tests.factories import committed_started_patient, hidden_fields, json_save, stored_answers
 from tests.syncs import Syncs
 
 
@@ -60,45 +57,28 @@ def syncs(sqlite_path: Path, monkeypatch: pytest.MonkeyPatch) -> Syncs:
     return watched
 
 
-def _save(client: FlaskClient, assessment_id: int, item: str, value: int, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
-    response = client.post("/q/answer", json={"assessment": assessment_id, "item": item, "value": value},
-                           headers={"Idempotency-Key": key, "Accept": "application/json"})
-    return response.status_code, dict(response.headers), response.get_json()
-
-
-def _stored(sqlite_path: Path, assessment_id: int) -> list[tuple[str, int]]:
-    engine = make_engine(f"sqlite:///{sqlite_path}")
-    try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(
-                select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment_id)
-            ).all()]
-    finally:
-        engine.dispose()
-
-
 def test_a_save_and_its_repetition_are_answered_after_the_log_is_synced(
     client: FlaskClient, started: tuple[str, int], syncs: Syncs, sqlite_path: Path
 ) -> None:
     _token, assessment_id = started
     key = str(uuid.uuid4())
-    status, _headers, receipt = _save(client, assessment_id, "q1", 3, key)
+    status, _headers, receipt = json_save(client, assessment_id, "q1", 3, key)
     assert status == 200
     log = f"{sqlite_path}-wal"
     assert (log, True) in syncs.calls  # synced, with the write turn already handed on
 
     syncs.calls.clear()
-    status, headers, replayed = _save(client, assessment_id, "q1", 3, key)  # the receipt, read
+    status, headers, replayed = json_save(client, assessment_id, "q1", 3, key)  # the receipt, read
     assert status == 200 and headers.get("Idempotent-Replayed") == "true" and replayed == receipt
     assert log in syncs.paths()
-    assert _stored(sqlite_path, assessment_id) == [("q1", 3)]
+    assert stored_answers(f"sqlite:///{sqlite_path}", assessment_id) == {"q1": 3}
 
 
 def test_a_repeated_submission_is_answered_after_the_log_is_synced(
     client: FlaskClient, started: tuple[str, int], syncs: Syncs, sqlite_path: Path
 ) -> None:
     _token, assessment_id = started
-    assert _save(client, assessment_id, "q1", 2, str(uuid.uuid4()))[0] == 200
+    assert json_save(client, assessment_id, "q1", 2, str(uuid.uuid4()))[0] == 200
     fields = hidden_fields(client.get("/q/review").get_data(as_text=True), "/q/submit")
     data = {**fields, "confirm_missing": "y"}
     assert client.post("/q/submit", data=data).headers["Location"] == "/q/done"
@@ -115,13 +95,13 @@ def test_a_disk_that_fails_the_sync_gets_503_and_the_retry_is_stored_once(
     key = str(uuid.uuid4())
     syncs.fail_with = errno.EIO
     with caplog.at_level(logging.CRITICAL):
-        status, headers, body = _save(client, assessment_id, "q4", 2, key)
+        status, headers, body = json_save(client, assessment_id, "q4", 2, key)
     assert status == 503 and headers.get("Retry-After") == "5"
     assert body == {"error": "Service unavailable", "message": "Please try again in a few minutes."}
     assert any(record.levelno == logging.CRITICAL and "Disk I/O error" in record.getMessage()
                for record in caplog.records)
 
     syncs.fail_with = None  # the disk works again; the page script sends the same request
-    status, _headers, receipt = _save(client, assessment_id, "q4", 2, key)
+    status, _headers, receipt = json_save(client, assessment_id, "q4", 2, key)
     assert status == 200 and receipt["item"] == "q4" and receipt["value"] == 2
-    assert _stored(sqlite_path, assessment_id) == [("q4", 2)]
+    assert stored_answers(f"sqlite:///{sqlite_path}", assessment_id) == {"q4": 2}

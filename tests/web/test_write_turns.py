@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 
 from pro_app import create_app
 from pro_app.db.engine import make_engine, writer_engine
-from pro_app.db.models import Answer
 from tests.conftest import app_config, migrated_sqlite
-from tests.factories import committed_started_patient
+from tests.factories import committed_started_patient, json_save, stored_answers
 
 
 @pytest.fixture
@@ -50,24 +49,6 @@ def other_writer(sqlite_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _save(client: FlaskClient, assessment_id: int, item: str, value: int, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
-    response = client.post("/q/answer", json={"assessment": assessment_id, "item": item, "value": value},
-                           headers={"Idempotency-Key": key, "Accept": "application/json"})
-    return response.status_code, dict(response.headers), response.get_json()
-
-
-def _stored(url: str, assessment_id: int) -> dict[str, int]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                select(Answer.item_id, Answer.value).where(Answer.assessment_id == assessment_id)
-            ).tuples().all()
-            return dict(rows)
-    finally:
-        engine.dispose()
-
-
 def test_reads_go_on_while_another_writer_holds_the_lock_and_new_saves_wait_their_turn(
     app: Flask, started: tuple[str, int], other_writer: Engine, sqlite_url: str
 ) -> None:
@@ -75,21 +56,21 @@ def test_reads_go_on_while_another_writer_holds_the_lock_and_new_saves_wait_thei
     client = app.test_client()
     assert client.get(f"/p/{token}").status_code == 303
     first_key, second_key = str(uuid.uuid4()), str(uuid.uuid4())
-    status, _, receipt = _save(client, assessment_id, "q1", 3, first_key)
+    status, _, receipt = json_save(client, assessment_id, "q1", 3, first_key)
     assert status == 200
 
     with other_writer.begin() as holder:  # BEGIN IMMEDIATE: the write lock is taken
         holder.execute(text("SELECT 1"))
         page = client.get("/q/2")
         assert page.status_code == 200 and b'name="value"' in page.data
-        status, headers, replayed = _save(client, assessment_id, "q1", 3, first_key)
+        status, headers, replayed = json_save(client, assessment_id, "q1", 3, first_key)
         assert status == 200 and headers.get("Idempotent-Replayed") == "true" and replayed == receipt
-        status, headers, body = _save(client, assessment_id, "q2", 4, second_key)
+        status, headers, body = json_save(client, assessment_id, "q2", 4, second_key)
         assert status == 503 and headers.get("Retry-After") == "1"
         assert "Nothing was lost" in str(body)
 
-    assert _stored(sqlite_url, assessment_id) == {"q1": 3}
-    status, headers, saved = _save(client, assessment_id, "q2", 4, second_key)  # the same request, sent again
+    assert stored_answers(sqlite_url, assessment_id) == {"q1": 3}
+    status, headers, saved = json_save(client, assessment_id, "q2", 4, second_key)  # the same request, sent again
     assert status == 200 and "Idempotent-Replayed" not in headers
     assert saved["item"] == "q2" and saved["value"] == 4
-    assert _stored(sqlite_url, assessment_id) == {"q1": 3, "q2": 4}
+    assert stored_answers(sqlite_url, assessment_id) == {"q1": 3, "q2": 4}
