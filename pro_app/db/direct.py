@@ -218,11 +218,15 @@ class DirectWrite:
             connection = session.connection()
         compiled = None if statements_watched(connection) else self._compile(connection.dialect, parameters)
         if compiled is None or compiled.needs_python_defaults:
-            result = cast(CursorResult[Any], session.execute(self.statement, dict(parameters)))  # the hooks note it
+            result = cast(CursorResult[Any], session.execute(self.statement, dict(parameters)))
             if result.returns_rows:
                 rows = [tuple(row) for row in result.all()]
-                return Written(rows, len(rows))
-            return Written([], result.rowcount)
+                written = Written(rows, len(rows))
+            else:
+                written = Written([], result.rowcount)
+            if isinstance(self.statement, TextClause):  # the session's hooks note Core statements, not text
+                note_write(session, self.table, insert=self.insert, rows=written.rowcount)
+            return written
         rows, count = _run(connection, compiled, parameters)
         note_write(session, self.table, insert=self.insert, rows=count)
         return Written([tuple(row) for row in rows], count)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import Connection, Text, bindparam, event, insert, select, text
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, SessionTransaction
 
 from pro_app.db.direct import DirectRead, DirectWrite
@@ -32,6 +33,33 @@ def _canonical(value: Mapping[str, Any] | None) -> str | None:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def _hashed_fields(
+    occurred_at: datetime,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str | None,
+    before: str | None,
+    after: str | None,
+    reason: str | None,
+) -> str:
+    """The JSON of an event's fields between its sequence number and its previous hash, as
+    they stand in its hashed content (without the list's brackets)."""
+    return json.dumps(
+        [occurred_at.isoformat(timespec="microseconds"), actor, action, entity_type, entity_id, before, after, reason],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )[1:-1]
+
+
+def _hashed_content(seq: int, fields: str, prev_hash: str) -> str:
+    """What an event's hash covers: the JSON list ``[seq, occurred_at, actor, action,
+    entity_type, entity_id, before, after, reason, prev_hash]`` (compact, not ASCII-escaped).
+    ``seq`` is a JSON number and ``prev_hash`` a string of hex digits, so the list is ``fields``
+    between the two written out as they are: :func:`append_at_head_sql` builds the same text in SQL."""
+    return f'[{seq},{fields},"{prev_hash}"]'
+
+
 def _event_hash(
     *,
     seq: int,
@@ -45,23 +73,8 @@ def _event_hash(
     reason: str | None,
     prev_hash: str,
 ) -> str:
-    content = json.dumps(
-        [
-            seq,
-            occurred_at.isoformat(timespec="microseconds"),
-            actor,
-            action,
-            entity_type,
-            entity_id,
-            before,
-            after,
-            reason,
-            prev_hash,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+    fields = _hashed_fields(occurred_at, actor, action, entity_type, entity_id, before, after, reason)
+    return hashlib.sha256(_hashed_content(seq, fields, prev_hash).encode("utf-8")).hexdigest()
 
 
 # Appending is on every audited write (each answer a patient saves), so its two statements
@@ -70,14 +83,49 @@ def _event_hash(
 # refuses an event whose sequence number and previous hash do not extend the head.
 _HEAD = table_of(AuditChainHead)
 _READ_HEAD = select(_HEAD.c.last_seq, _HEAD.c.last_hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
-#: Read on every audited write's transaction (on PostgreSQL, every answer saved): run on the
-#: driver's cursor.
+#: SQLite: read by an audited write's transaction that has not read the head with a statement
+#: of its own (the answer save has): run on the driver's cursor.
 _HEAD_READ = DirectRead(_READ_HEAD)
 #: The head's row and columns, for a statement that reads the head with other rows (see the
 #: ``head`` argument of :func:`record_event`).
 CHAIN_HEAD = _HEAD
 CHAIN_HEAD_ID = _HEAD_ID
-_APPEND = DirectWrite(insert(table_of(AuditEvent)))  # on the driver's cursor: see pro_app.db.direct
+_EVENTS = table_of(AuditEvent)
+_APPEND = DirectWrite(insert(_EVENTS))  # on the driver's cursor: see pro_app.db.direct
+_HASHED_FIELDS = ("occurred_at", "actor", "action", "entity_type", "entity_id", "before", "after", "reason")
+
+
+def append_at_head_sql(source: str | None = None) -> str:
+    """PostgreSQL: the SQL appending an event at the chain's head in one statement, which
+    locks the head's row, numbers the event after it and hashes it in SQL (``sha256``,
+    PostgreSQL 11 and later) over the content :func:`_hashed_content` describes; its bind
+    parameters are :func:`event_parameters`' (``fields`` made in Python), typed by
+    :data:`EVENT_BIND_PARAMETERS`. It returns the event's ``seq`` and ``hash``. Reading the head
+    first would cost a round trip more with the lock already held, and every audited write of
+    every session waits for that lock. The trigger of migration 0009 moves the head, as for
+    any event.
+
+    ``source``: the name of a ``WITH`` query of the same statement (a write's ``RETURNING``);
+    the event is appended for each row it gives, so not at all when it gives none."""
+    rows = f"{source} CROSS JOIN " if source else ""
+    return (
+        f"INSERT INTO {_EVENTS.name} (seq, {', '.join(_HASHED_FIELDS)}, prev_hash, hash) "
+        f"SELECT head.last_seq + 1, {', '.join(':' + name for name in _HASHED_FIELDS)}, head.last_hash, "
+        "encode(sha256(convert_to("
+        "'[' || (head.last_seq + 1) || ',' || :fields || ',\"' || head.last_hash || '\"]', 'UTF8')), 'hex') "
+        f"FROM {rows}{_HEAD.name} AS head WHERE head.id = {_HEAD_ID} FOR UPDATE OF head "
+        "RETURNING seq, hash"
+    )
+
+
+#: The typed bind parameters of :func:`append_at_head_sql`.
+EVENT_BIND_PARAMETERS = (
+    *(bindparam(name, type_=_EVENTS.c[name].type) for name in _HASHED_FIELDS),
+    bindparam("fields", type_=Text()),
+)
+_APPEND_AT_HEAD = DirectWrite(
+    text(append_at_head_sql()).bindparams(*EVENT_BIND_PARAMETERS), table=_EVENTS.name, insert=True, returns_rows=True,
+)
 #: ``Session.info`` key of the head this transaction's last event made: the head's row stays
 #: this transaction's until it ends (locked on PostgreSQL, the whole database on SQLite), so a
 #: transaction appending several events (a submission: its scores, alerts and notifications)
@@ -114,15 +162,20 @@ def record_event(
     ``actor`` names who acted: ``staff:<id>``, ``participant:<id>``, ``cli`` or ``system``.
     The chain's head row is read with a row lock (PostgreSQL; SQLite's writer holds the whole
     database), so concurrent transactions extend the chain one after another; inserting the
-    event moves the head (a trigger). ``head`` is the head's (last_seq, last_hash) when the
-    caller read it already, inside this transaction and holding SQLite's write lock, with no
-    event appended since: the statement reading it is spared, as it is for the second and
-    later events of a transaction. Were it stale, the database would refuse the event.
+    event moves the head (a trigger). On PostgreSQL the head is read, locked and extended by
+    the event's insert itself (:func:`_append_at_head`). ``head`` is the head's (last_seq,
+    last_hash) when the caller read it already, inside this transaction and holding SQLite's
+    write lock, with no event appended since: the statement reading it is spared, as it is for
+    the second and later events of a transaction. Were it stale, the database would refuse the
+    event.
     """
     session.flush()  # pending ORM changes reach the database before the event describing them
     if head is None:
         head = session.info.get(_HEAD_MADE)
     connection = session.connection()
+    if head is None and connection.dialect.name == "postgresql":
+        return _append_at_head(session, connection, actor=actor, action=action, entity_type=entity_type,
+                               entity_id=entity_id, before=before, after=after, reason=reason)
     if head is None:
         read = _HEAD_READ.one(connection, {})  # made by the migrations, never removed
         head = (read.last_seq, read.last_hash)
@@ -143,6 +196,66 @@ def record_event(
     _APPEND.execute(session, {**fields, "hash": digest}, connection=connection)
     session.info[_HEAD_MADE] = (fields["seq"], digest)
     return int(fields["seq"])
+
+
+def event_parameters(
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: object = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The bind parameters of :func:`append_at_head_sql` for one event (arguments as for
+    :func:`record_event`). The time is taken now, before the head's lock is waited for: when
+    two transactions append at once, ``seq`` orders the chain, and their times may be a moment
+    out of that order."""
+    fields: dict[str, Any] = {
+        "occurred_at": utcnow(),
+        "actor": actor,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "before": _canonical(before),
+        "after": _canonical(after),
+        "reason": reason,
+    }
+    fields["fields"] = _hashed_fields(*(fields[name] for name in _HASHED_FIELDS))
+    return fields
+
+
+def note_appended(session: Session, seq: int, digest: str) -> None:
+    """Record that this transaction's last event, appended by a statement of the caller's
+    (:func:`append_at_head_sql`), made the head ``(seq, digest)``: later events of the
+    transaction extend it without reading it."""
+    session.info[_HEAD_MADE] = (seq, digest)
+
+
+def _append_at_head(
+    session: Session,
+    connection: Connection,
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: object,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    reason: str | None,
+) -> int:
+    """:func:`record_event`'s first event of a transaction on PostgreSQL: one statement
+    (:func:`append_at_head_sql`) reads the head under its lock, numbers, hashes and inserts the
+    event."""
+    parameters = event_parameters(actor=actor, action=action, entity_type=entity_type, entity_id=entity_id,
+                                  before=before, after=after, reason=reason)
+    appended = _APPEND_AT_HEAD.execute(session, parameters, connection=connection).first()
+    if appended is None:
+        raise NoResultFound("the audit chain has no head row (the migrations make it)")
+    seq, digest = appended
+    note_appended(session, seq, digest)
+    return int(seq)
 
 
 @dataclass(frozen=True)

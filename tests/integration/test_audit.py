@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from sqlalchemy import Connection, delete, event, select, text, update
@@ -10,9 +11,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pro_app.cli import main
+from pro_app.db.engine import make_engine
+from pro_app.db.migrate import upgrade
 from pro_app.db.models import AuditEvent
 from pro_app.db.models.audit import AuditTrailIsAppendOnly
-from pro_app.services.audit import GENESIS_HASH, record_event, verify_chain
+from pro_app.services.audit import GENESIS_HASH, _event_hash, record_event, verify_chain
+from tests.conftest import scratch_postgres
 
 
 def _three_events(session: Session) -> list[AuditEvent]:
@@ -242,3 +246,91 @@ def test_verify_command_names_the_tampered_event(  # type: ignore[no-untyped-def
     assert result.exit_code == 1
     assert f"BROKEN at event {broken_seq}" in result.output
     assert reason in result.output
+
+
+#: Text an event may carry, in the shapes JSON escapes or leaves alone: every script the
+#: questionnaire ships in, quotes, backslashes, control characters, empty and missing values.
+_AWKWARD_CONTENT = [
+    {"wording": "Müdigkeit – 疲劳 – التعب – 😴", "value": 3, "ratio": 0.5, "kept": True},
+    {"quote": 'said "no"', "path": "a\\b/c", "lines": "one\ntwo\tthree\r", "control": "\x01\x1f\x7f"},
+    {"empty": "", "nothing": None, "list": [1, "two", None], "nested": {"ü": {"ß": []}}},
+]
+
+
+def test_an_event_hashed_by_the_database_verifies(db_session: Session) -> None:
+    """On PostgreSQL a transaction's first event is numbered and hashed by the database, in
+    its insert (``sha256`` in SQL over the same text); SQLite's are hashed in Python. Either
+    way the hash is the one the chain's verification computes, whatever the event holds."""
+    seqs = []
+    for number, content in enumerate(_AWKWARD_CONTENT):
+        seqs.append(record_event(
+            db_session, actor=f"staff:{number}", action="thing.update", entity_type="thing",
+            entity_id=content.get("wording", number), before=content, after={"again": content},
+            reason=content.get("lines") or content.get("empty"),
+        ))
+        db_session.commit()  # the next event is its transaction's first
+    events = db_session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    assert [event.seq for event in events] == seqs == [1, 2, 3]
+    for event in events:
+        assert event.hash == _event_hash(
+            seq=event.seq, occurred_at=event.occurred_at, actor=event.actor, action=event.action,
+            entity_type=event.entity_type, entity_id=event.entity_id, before=event.before, after=event.after,
+            reason=event.reason, prev_hash=event.prev_hash,
+        )
+    assert json.loads(events[1].before or "") == _AWKWARD_CONTENT[1]
+    assert verify_chain(db_session) == (3, None)
+
+
+def test_a_transactions_first_event_reads_the_head_in_its_insert_on_postgresql(
+    db_session: Session, connection: Connection
+) -> None:
+    """PostgreSQL appends with one statement, which locks and reads the head itself; SQLite,
+    whose writer holds the whole database, reads the head and then inserts."""
+    sent: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    db_session.connection()  # the transaction (a savepoint of the test's) is begun
+    event.listen(connection, "before_cursor_execute", before)
+    try:
+        record_event(db_session, actor="cli", action="probe", entity_type="test")
+    finally:
+        event.remove(connection, "before_cursor_execute", before)
+    if connection.dialect.name == "postgresql":
+        assert len(sent) == 1
+        assert sent[0].startswith("INSERT INTO AUDIT_EVENTS") and "FROM AUDIT_CHAIN_HEAD AS HEAD" in sent[0]
+        assert "FOR UPDATE" in sent[0]
+    else:
+        assert [statement.split()[0] for statement in sent] == ["SELECT", "INSERT"]
+    assert verify_chain(db_session) == (1, None)
+
+
+def test_two_sessions_appending_at_once_extend_one_chain() -> None:
+    """The second of two transactions appending at once waits for the first one's lock on the
+    head, then reads the head the first one left, so the chain does not fork (PostgreSQL reads
+    the locked row again once the lock is free, within the same statement)."""
+    with scratch_postgres("audit_race") as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            first, second = Session(engine), Session(engine)
+            record_event(first, actor="staff:1", action="first", entity_type="test")
+            appended: list[int] = []
+            waiting = threading.Thread(target=lambda: appended.append(
+                record_event(second, actor="staff:2", action="second", entity_type="test")))
+            waiting.start()
+            waiting.join(timeout=0.5)
+            assert waiting.is_alive(), "the second append did not wait for the first one's lock"
+            first.commit()
+            waiting.join(timeout=10)
+            assert appended == [2]
+            second.commit()
+            with Session(engine) as reader:
+                assert verify_chain(reader) == (2, None)
+                assert [e.action for e in reader.scalars(select(AuditEvent).order_by(AuditEvent.seq))] == [
+                    "first", "second"]
+            first.close()
+            second.close()
+        finally:
+            engine.dispose()

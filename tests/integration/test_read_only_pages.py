@@ -337,8 +337,9 @@ def test_a_save_writes_with_few_statements_and_the_trail_verifies(app: Flask, st
     if app.extensions["pro_db"].locks_to_write:
         assert kinds == ["SELECT", "INSERT", "INSERT", "INSERT"]
     else:
-        # The sign-in (the same transaction), then the write; the head's row is locked late.
-        assert kinds == ["SELECT", "SELECT", "INSERT", "INSERT", "SELECT", "INSERT"]
+        # The sign-in (the same transaction), then the write; the head's row is locked late,
+        # by the event's insert.
+        assert kinds == ["SELECT", "SELECT", "INSERT", "INSERT", "INSERT"]
     engine = make_engine(app.config["DATABASE_URL"])
     try:
         with make_session_factory(engine)() as session:
