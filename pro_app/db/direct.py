@@ -231,6 +231,23 @@ class DirectWrite:
         note_write(session, self.table, insert=self.insert, rows=count)
         return Written([tuple(row) for row in rows], count)
 
+    def execute_alone(self, connection: Connection, parameters: Mapping[str, Any]) -> Written:
+        """Run the statement as a transaction of its own, on a ``connection`` in autocommit
+        mode (PostgreSQL; :meth:`pro_app.web.database.Database.connection_alone`): it is committed
+        when this returns, or rolled back whole when it fails. No session sees it, so no audit
+        guard either: such a statement must append its own audit event."""
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            raise ValueError("a statement run alone needs a connection in autocommit mode")
+        compiled = None if statements_watched(connection) else self._compile(connection.dialect, parameters)
+        if compiled is None or compiled.needs_python_defaults:
+            result = connection.execute(self.statement, dict(parameters))
+            if result.returns_rows:
+                rows = [tuple(row) for row in result.all()]
+                return Written(rows, len(rows))
+            return Written([], result.rowcount)
+        rows, count = _run(connection, compiled, parameters)
+        return Written([tuple(row) for row in rows], count)
+
     def _compile(self, dialect: Dialect, parameters: Mapping[str, Any]) -> _Compiled:
         by_keys = self._compiled.get(dialect)
         if by_keys is None:

@@ -17,6 +17,7 @@ the interview mode:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,17 +27,23 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import (
     Column, ColumnElement, Connection, Row, Table, TextClause, and_, bindparam, insert, literal, select, text, update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pro_app.db.direct import DirectRead, DirectWrite
-from pro_app.db.models import Answer, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt
+from pro_app.db.models import (
+    Answer, Assessment, AuditEvent, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt,
+)
 from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow
 from pro_app.domain.errors import N_, Conflict, ValidationError
 from pro_app.domain.instruments import Instrument, InstrumentText
 from pro_app.domain.states import AssessmentMode, AssessmentStatus, ParticipantStatus
 from pro_app.services.alerts import evaluate_submission
-from pro_app.services.audit import CHAIN_HEAD, CHAIN_HEAD_ID, record_event
+from pro_app.db.audit_guard import note_write
+from pro_app.services.audit import (
+    CHAIN_HEAD, CHAIN_HEAD_ID, EVENT_BIND_PARAMETERS, append_at_head_sql, event_parameters, note_appended, record_event,
+)
 from pro_app.services.scores import store_scores
 
 #: Longest request id stored (UUIDs are 36 characters; older submission keys up to 64).
@@ -295,6 +302,85 @@ _CHANGE_ANSWER = DirectWrite(
             answered_by=bindparam("new_by"))
 )
 _ANSWERS_OF = select(Answer.item_id, Answer.value).where(Answer.assessment_id == bindparam("assessment_id"))
+_ANSWER_WRITTEN = ("value", "locale", "answered_at", "answered_by")
+_RECEIPT_NAMES = [column.name for column in _RECEIPTS.columns]
+
+
+def _saved_in_one_statement(answer_write: str, checked: str | None = None) -> DirectWrite:
+    """PostgreSQL's save of a changed answer in one statement: the receipt, the answer
+    (``answer_write``: an ``INSERT`` or ``UPDATE`` of ``answers`` for each row of ``receipt``)
+    and the audit event (:func:`~pro_app.services.audit.append_at_head_sql`, for each answer
+    written). Each step writes only when the one before it did. It gives one row: how many
+    receipts it inserted, and the event's ``seq`` and ``hash`` (NULL when none).
+
+    Without ``checked`` it is a statement of the save's transaction, after the questionnaire
+    was read under its lock (:func:`_write_answer`): a repeated request's receipt meets the
+    primary key and nothing is written. With ``checked`` (a ``SELECT ... FOR UPDATE`` giving
+    the questionnaire's row when it still is what the caller read, see
+    :func:`save_answer_at_once`) the statement is its own transaction: the receipt is inserted
+    for each row of ``checked``, without ``ON CONFLICT``, so that a repeated request fails the
+    whole statement instead of leaving a receipt alone.
+
+    These are the writes :func:`_write_answer` makes one statement at a time on SQLite (which
+    has no writing ``WITH``) and for the first answer (which also starts the questionnaire):
+    on PostgreSQL every statement is a round trip, and the last of them holds the audit chain's
+    lock, which every save of every patient waits for, until the commit."""
+    if checked is None:
+        receipt = _insert_unless_present(_RECEIPTS, _RECEIPTS.c.request_id).text
+        steps = f"receipt AS ({receipt})"
+    else:
+        receipt = (f"INSERT INTO {_RECEIPTS.name} ({', '.join(_RECEIPT_NAMES)}) "
+                   f"SELECT {', '.join(':' + name for name in _RECEIPT_NAMES)} FROM checked RETURNING request_id")
+        steps = f"checked AS ({checked}), receipt AS ({receipt})"
+    sql = (
+        f"WITH {steps}, answer AS ({answer_write}), event AS ({append_at_head_sql('answer')}) "
+        "SELECT (SELECT count(*) FROM receipt) AS receipts, event.seq, event.hash FROM (SELECT 1) AS one "
+        "LEFT JOIN event ON true"
+    )
+    named = set(re.findall(r"(?<!:):(\w+)", sql))
+    typed = {parameter.key: parameter for parameter in (
+        *(bindparam(column.name, type_=column.type) for column in _RECEIPTS.columns),
+        *(bindparam(name, type_=_ANSWER_TABLE.c[name].type) for name in _ANSWER_WRITTEN),
+        *(bindparam(column.name, type_=column.type) for column in _ASSESSMENT_TABLE.columns),
+        bindparam("stored_value", type_=_ANSWER_TABLE.c.value.type),
+        bindparam("now", type_=_ASSESSMENT_TABLE.c.window_opens_at.type),
+        bindparam("closed_after", type_=_ASSESSMENT_TABLE.c.window_closes_at.type),
+        *EVENT_BIND_PARAMETERS,
+    ) if parameter.key in named}
+    return DirectWrite(text(sql).bindparams(*typed.values()), table=_RECEIPTS.name, insert=True, returns_rows=True)
+
+
+_NEW_ANSWER = (
+    f"INSERT INTO {_ANSWER_TABLE.name} (assessment_id, item_id, {', '.join(_ANSWER_WRITTEN)}) "
+    f"SELECT :assessment_id, :item_id, {', '.join(':' + name for name in _ANSWER_WRITTEN)} FROM receipt RETURNING id"
+)
+_CHANGED_ANSWER = (
+    f"UPDATE {_ANSWER_TABLE.name} SET {', '.join(f'{name} = :{name}' for name in _ANSWER_WRITTEN)} FROM receipt "
+    f"WHERE {_ANSWER_TABLE.name}.assessment_id = :assessment_id AND {_ANSWER_TABLE.name}.item_id = :item_id "
+    f"RETURNING {_ANSWER_TABLE.name}.id"
+)
+_SAVE_NEW_ANSWER_AT_ONCE = _saved_in_one_statement(_NEW_ANSWER)
+_SAVE_CHANGED_ANSWER_AT_ONCE = _saved_in_one_statement(_CHANGED_ANSWER)
+# The questionnaire as the single-statement save found it when it read it (in progress, open
+# now or within the grace period, in the mode read), locked for the statement, with the stored
+# answer the save read: that answer's row locked too, or none at all. PostgreSQL checks a
+# locked row's conditions again on its newest version when it had to wait for the lock.
+_STILL_AS_READ = (
+    f"SELECT questionnaire.id FROM {_ASSESSMENT_TABLE.name} AS questionnaire {{answer_join}}"
+    "WHERE questionnaire.id = :assessment_id AND questionnaire.participant_id = :participant_id "
+    f"AND questionnaire.status = '{AssessmentStatus.IN_PROGRESS.value}' AND questionnaire.mode = :mode "
+    "AND questionnaire.window_opens_at <= :now AND questionnaire.window_closes_at > :closed_after {answer_check}"
+)
+_SAVE_NEW_ANSWER_ALONE = _saved_in_one_statement(_NEW_ANSWER, _STILL_AS_READ.format(
+    answer_join="",
+    answer_check=(f"AND NOT EXISTS (SELECT 1 FROM {_ANSWER_TABLE.name} AS stored WHERE stored.assessment_id = "
+                  "questionnaire.id AND stored.item_id = :item_id) FOR UPDATE OF questionnaire"),
+))
+_SAVE_CHANGED_ANSWER_ALONE = _saved_in_one_statement(_CHANGED_ANSWER, _STILL_AS_READ.format(
+    answer_join=(f"JOIN {_ANSWER_TABLE.name} AS stored ON stored.assessment_id = questionnaire.id "
+                 "AND stored.item_id = :item_id "),
+    answer_check="AND stored.value = :stored_value FOR UPDATE OF questionnaire, stored",
+))
 
 
 def lock_assessment(session: Session, assessment_id: int) -> Assessment:
@@ -607,9 +693,7 @@ def _write_answer(
     with nothing written, when the request id has a receipt already."""
     stored_id, stored_value = assessment.stored_answer_id, assessment.stored_value
     changed = stored_id is None or stored_value != value
-    # The receipt first: a duplicate request stops here, before it has changed anything.
-    # Writes go through the session, whose audit guard notes the tables they change.
-    added = _ADD_RECEIPT_ONCE.execute(session, {
+    receipt = {
         "request_id": request_id,
         "kind": ReceiptKind.ANSWER.value,
         "participant_id": assessment.participant_id,
@@ -618,7 +702,22 @@ def _write_answer(
         "value": value,
         "outcome": (ReceiptOutcome.SAVED if changed else ReceiptOutcome.UNCHANGED).value,
         "recorded_at": now,
-    }, connection=connection).first()
+    }
+    event: dict[str, Any] = {
+        "actor": actor,
+        "action": "answer.save",
+        "entity_type": "assessment",
+        "entity_id": assessment.id,
+        "before": None if stored_id is None else {"value": stored_value},
+        "after": {"item": item_id, "value": value, "locale": locale, "mode": assessment.mode, "request_id": request_id},
+    }
+    started = assessment.status == AssessmentStatus.IN_PROGRESS.value
+    if changed and started and connection.dialect.name == "postgresql":
+        return _write_answer_at_once(session, connection, receipt, event, stored_id=stored_id, locale=locale,
+                                     actor=actor, now=now)
+    # The receipt first: a duplicate request stops here, before it has changed anything.
+    # Writes go through the session, whose audit guard notes the tables they change.
+    added = _ADD_RECEIPT_ONCE.execute(session, receipt, connection=connection).first()
     if added is None:
         return None
     if not changed:
@@ -633,21 +732,115 @@ def _write_answer(
             "answer_id": stored_id, "new_value": value, "new_locale": locale, "new_at": now, "new_by": actor,
         }, connection=connection)
         _expire_loaded(session, Answer, stored_id)
-    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+    if not started:
         started_at = assessment.started_at or now
         session.execute(_MARK_STARTED, {"assessment_id": assessment.id, "new_started_at": started_at})
         _expire_loaded(session, Assessment, assessment.id)
-    record_event(
-        session,
-        actor=actor,
-        action="answer.save",
-        entity_type="assessment",
-        entity_id=assessment.id,
-        before=None if stored_id is None else {"value": stored_value},
-        after={"item": item_id, "value": value, "locale": locale, "mode": assessment.mode, "request_id": request_id},
-        head=head,
-    )
+    record_event(session, **event, head=head)
     return SavedAnswer(item_id, value, changed=True, request_id=request_id, saved_at=now)
+
+
+def _write_answer_at_once(
+    session: Session,
+    connection: Connection,
+    receipt: dict[str, Any],
+    event: dict[str, Any],
+    *,
+    stored_id: int | None,
+    locale: str,
+    actor: str,
+    now: datetime,
+) -> SavedAnswer | None:
+    """:func:`_write_answer`'s writes of a changed answer as one statement (PostgreSQL; see
+    :func:`_saved_in_one_statement`). None, with nothing written, when the request id has a
+    receipt."""
+    statement = _SAVE_NEW_ANSWER_AT_ONCE if stored_id is None else _SAVE_CHANGED_ANSWER_AT_ONCE
+    parameters = {**receipt, **event_parameters(**event), "locale": locale, "answered_at": now, "answered_by": actor}
+    receipts, seq, digest = statement.execute(session, parameters, connection=connection).rows[0]
+    if not receipts:
+        return None
+    if seq is None:  # the questionnaire's lock keeps the answer read under it: never expected
+        raise RuntimeError(f"the answer {stored_id} to change was not found; nothing was saved")
+    note_write(session, _ANSWER_TABLE.name, insert=stored_id is None)
+    note_write(session, AuditEvent.__tablename__, insert=True)
+    note_appended(session, seq, digest)
+    if stored_id is not None:
+        _expire_loaded(session, Answer, stored_id)
+    return SavedAnswer(receipt["item_id"], receipt["value"], changed=True, request_id=receipt["request_id"],
+                       saved_at=now)
+
+
+def save_answer_at_once(
+    connection: Connection,
+    assessment: OpenAssessment,
+    instrument: Instrument,
+    *,
+    item_id: str,
+    value: object,
+    stored_value: int | None,
+    mode: str,
+    locale: str,
+    actor: str,
+    grace: timedelta,
+    now: datetime,
+    request_id: str | None = None,
+) -> SavedAnswer | None:
+    """PostgreSQL: save a changed answer with one statement that is its own transaction, on a
+    ``connection`` in autocommit mode, when the questionnaire and the stored answer are still
+    what the caller read before (outside any transaction): in progress and taking answers at
+    ``now``, in ``mode``, the item's stored answer ``stored_value`` (None: unanswered).
+
+    The statement (:func:`_saved_in_one_statement` with :data:`_STILL_AS_READ`) locks the
+    questionnaire and the stored answer, checks them, and writes the receipt, the answer and
+    its audit event, or nothing. Against the save's usual path (``BEGIN``, the questionnaire
+    under its lock, the writes, ``COMMIT``) it spares three round trips, and the audit chain's
+    lock is held for one statement and its commit.
+
+    None, with nothing written, whenever the usual path must decide: a value that is not a
+    change, a questionnaire not started or changed since it was read, an answer changed since,
+    a request id that has a receipt (its insert fails the statement), or an answer inserted
+    meanwhile by another request (likewise). The caller then saves with :func:`record_answer`,
+    which gives each case its answer. A refused value raises as there."""
+    checked = validate_answer(instrument, item_id, value)
+    if (stored_value == checked or assessment.status != AssessmentStatus.IN_PROGRESS.value
+            or not accepts_answers(assessment, now, grace)):
+        return None
+    request_id = _checked_request_id(request_id)
+    parameters: dict[str, Any] = {
+        "request_id": request_id,
+        "kind": ReceiptKind.ANSWER.value,
+        "participant_id": assessment.participant_id,
+        "assessment_id": assessment.id,
+        "item_id": item_id,
+        "value": checked,
+        "outcome": ReceiptOutcome.SAVED.value,
+        "recorded_at": now,
+        "locale": locale,
+        "answered_at": now,
+        "answered_by": actor,
+        "mode": mode,
+        "now": now,
+        "closed_after": now - grace,
+        **event_parameters(
+            actor=actor, action="answer.save", entity_type="assessment", entity_id=assessment.id,
+            before=None if stored_value is None else {"value": stored_value},
+            after={"item": item_id, "value": checked, "locale": locale, "mode": mode, "request_id": request_id},
+        ),
+    }
+    if stored_value is None:
+        statement = _SAVE_NEW_ANSWER_ALONE
+    else:
+        statement = _SAVE_CHANGED_ANSWER_ALONE
+        parameters["stored_value"] = stored_value
+    try:
+        receipts, seq, _digest = statement.execute_alone(connection, parameters).rows[0]
+    except IntegrityError:  # a receipt or an answer of another request came first: nothing was written
+        return None
+    if not receipts:
+        return None
+    if seq is None:  # the answer's row was locked and checked with the questionnaire: never expected
+        raise RuntimeError(f"a receipt was written without the answer to {item_id}")
+    return SavedAnswer(item_id, checked, changed=True, request_id=request_id, saved_at=now)
 
 
 def _expire_loaded(session: Session, model: type[Answer] | type[Assessment], row_id: int) -> None:

@@ -8,9 +8,11 @@ they do waits for and then holds off every other writer. The patient's saves and
 are frequent and mostly reading (who is signed in, which questionnaire, is this a retry), so
 their views are marked :func:`reads_first`: they read without the lock and call
 :meth:`Database.begin_writing` just before writing, so that writers queue only for the
-writing itself. On SQLite those reads run outside a transaction, as a page view's do (what
-the write depends on is read again under the lock), so the write's ``BEGIN IMMEDIATE`` is
-the request's only ``BEGIN`` and its commit the only ``COMMIT``.
+writing itself. Those reads run outside a transaction, as a page view's do (what the write
+depends on is read again under the lock), so the write's ``BEGIN`` (SQLite's ``BEGIN
+IMMEDIATE``) is the request's only ``BEGIN`` and its commit the only ``COMMIT``. On
+PostgreSQL a write that fits in one statement may instead be sent before that, as a
+transaction of its own (:meth:`Database.connection_alone`).
 
 Pages that only show something are marked :func:`reads_only`: their GET requests run their
 statements outside a transaction (each statement is its own), which saves the BEGIN and
@@ -147,7 +149,7 @@ class Database:
         """A pooled connection outside a transaction, kept for the request, when the request
         reads that way: a page view marked :func:`reads_only`, or on SQLite the reading part of
         a request marked :func:`reads_first`. None for anything else."""
-        if not state.sessions_on_engine or not (_reads_only() or (state.locks_to_write and _reads_first())):
+        if not state.sessions_on_engine or not (_reads_only() or _reads_first()):
             return None
         connection = state.engine.connect().execution_options(**state.outside_transaction)
         setattr(g, _G_CONNECTION_KEY, connection)
@@ -157,10 +159,10 @@ class Database:
     def connection(self) -> Connection:
         """The connection of the current request or command, for Core statements.
 
-        A page view marked :func:`reads_only`, and on SQLite a request marked :func:`reads_first`
-        until it begins writing, gets a pooled connection outside a transaction without an ORM
-        session, which would cost more than such a request's statements; a session asked for
-        later in the request is bound to it. Anywhere else this is the session's connection.
+        A page view marked :func:`reads_only`, and a request marked :func:`reads_first` until it
+        begins writing, gets a pooled connection outside a transaction without an ORM session,
+        which would cost more than such a request's statements; a session asked for later in
+        the request is bound to it. Anywhere else this is the session's connection.
         """
         connection: Connection | None = g.get(_G_CONNECTION_KEY)
         if connection is not None:
@@ -170,6 +172,22 @@ class Database:
             if connection is not None:
                 return connection
         return self.session.connection()
+
+    def connection_alone(self) -> Connection | None:
+        """On PostgreSQL, the request's connection while it still reads outside a transaction
+        (a request marked :func:`reads_first` before :meth:`begin_writing`): each statement sent
+        on it is a transaction of its own, committed durably before it returns, for a write
+        that fits in one statement (``DirectWrite.execute_alone``). None anywhere else, and on
+        SQLite, whose writes take the write turn (:meth:`begin_writing`)."""
+        state = self.state()
+        if state.locks_to_write or not _reads_first():
+            return None
+        connection: Connection | None = g.get(_G_CONNECTION_KEY)
+        if connection is None and g.get(_G_KEY) is None:
+            connection = self._reading_connection(state)
+        if connection is None or connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            return None
+        return connection
 
     def make_durable(self) -> None:
         """Before a reply that acknowledges a write this request read rather than made (a
@@ -191,14 +209,16 @@ class Database:
         IMMEDIATE``). Objects read before stay loaded and may be stale by now: what a write
         depends on is read again inside it (the services lock and re-read the rows they
         change). Calling it again while writing changes nothing. On PostgreSQL, which locks
-        rows rather than the database, the reading transaction simply goes on writing (no
-        COMMIT and BEGIN round trips).
+        rows rather than the database, the connection leaves autocommit mode and the writing
+        transaction begins with its next statement; a request that read inside a transaction
+        (no reading connection: a CLI command, a staff form, the tests' sessions) simply goes
+        on writing in it.
         """
         state = self.state()
-        if not state.locks_to_write:
-            return self.session
         reading: Connection | None = g.get(_G_CONNECTION_KEY)
         session: Session | None = g.get(_G_KEY)
+        if not state.locks_to_write and reading is None:
+            return self.session
         if reading is None:  # a request that did not read first (a CLI command, a staff form)
             session = self.session
             if session.in_transaction():
@@ -215,11 +235,14 @@ class Database:
             session.info.pop(READ_ONLY_INFO, None)
         if reading.in_transaction():
             reading.commit()  # the Core statements' reads, likewise
-        reading.execution_options(**{NO_TRANSACTION_OPTION: False, WRITE_OPTION: True})
+        if state.locks_to_write:
+            reading.execution_options(**{NO_TRANSACTION_OPTION: False, WRITE_OPTION: True})
+        else:
+            reading.execution_options(isolation_level=reading.default_isolation_level, **{WRITE_OPTION: True})
         if session is None:  # only Core statements read: the session starts here, writing
             session = state.writer(bind=reading)
             setattr(g, _G_KEY, session)
-        session.connection()  # BEGIN IMMEDIATE
+        session.connection()  # BEGIN IMMEDIATE on SQLite; PostgreSQL's BEGIN comes with the next statement
         return session
 
     @staticmethod

@@ -101,14 +101,14 @@ def test_page_views_run_outside_a_transaction(app: Flask, started: tuple[str, in
                                headers={"Idempotency-Key": str(uuid.uuid4())})
         assert response.status_code == 200
     seen = _statements_in_transaction(app, save)
-    writing = seen.index(("SELECT", True))  # the questionnaire read again under the lock
-    assert all(in_transaction for _, in_transaction in seen[writing:])  # the write: one transaction
-    assert "INSERT" in {kind for kind, _ in seen[writing:]}
     if app.extensions["pro_db"].locks_to_write:
+        writing = seen.index(("SELECT", True))  # the questionnaire read again under the lock
+        assert all(in_transaction for _, in_transaction in seen[writing:])  # the write: one transaction
+        assert "INSERT" in {kind for kind, _ in seen[writing:]}
         # SQLite: who is signed in was read before the write lock was taken, outside a transaction.
         assert seen[:writing] and seen[:writing] == [("SELECT", False)] * writing
     else:
-        assert writing == 0  # PostgreSQL: the reads and the write are one transaction
+        assert seen == _SIGN_IN_AND_SAVE_ALONE
     page = client.get("/q/3")
     assert page.status_code == 200 and b'name="value" value="2" checked>' in page.data  # the saved answer shows
 
@@ -209,17 +209,29 @@ def test_the_id_of_a_question_is_known_when_every_instrument_agrees(monkeypatch:
     assert item_id_at(3) is None
 
 
+#: PostgreSQL's save of an answer to a started questionnaire: the sign-in, then one statement
+#: that checks and writes (``save_answer_at_once``), each a transaction of its own.
+_SIGN_IN_AND_SAVE_ALONE = [("SELECT", False), ("WITH", False)]
+
+
 def _writes_in_one_transaction(app: Flask, seen: list[tuple[str, bool]]) -> int:
     """Where the write begins in ``seen``; everything from there is in one transaction and
-    what came before (on SQLite) only read, outside a transaction."""
+    what came before only read, outside a transaction."""
     writing = next(index for index, (_, in_transaction) in enumerate(seen) if in_transaction)
     assert all(in_transaction for _, in_transaction in seen[writing:])
     assert {kind for kind, _ in seen[writing:]} & {"INSERT", "UPDATE"}
-    if app.extensions["pro_db"].locks_to_write:
-        assert writing > 0 and {kind for kind, _ in seen[:writing]} == {"SELECT"}
-    else:
-        assert writing == 0
+    assert writing > 0 and {kind for kind, _ in seen[:writing]} == {"SELECT"}
     return writing
+
+
+def _saved(app: Flask, seen: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """The statements of an answer save from its write on: on SQLite a transaction begun after
+    the reads (:func:`_writes_in_one_transaction`); on PostgreSQL the one statement after the
+    sign-in."""
+    if app.extensions["pro_db"].locks_to_write:
+        return seen[_writes_in_one_transaction(app, seen):]
+    assert seen == _SIGN_IN_AND_SAVE_ALONE
+    return seen[1:]
 
 
 def _signed_in_with_answers(app: Flask, token: str, assessment_id: int, numbers: range, *, value: int) -> FlaskClient:
@@ -237,7 +249,8 @@ def test_a_form_post_and_a_submission_read_first_then_write_in_one_transaction(
     app: Flask, started: tuple[str, int]
 ) -> None:
     """The no-script answer post reads with Core statements only, the submission with the ORM
-    session as well: either way the write is one transaction begun after the reads."""
+    session as well: either way the write is one transaction begun after the reads (on
+    PostgreSQL the answer's is one statement, a transaction of its own)."""
     token, assessment_id = started
     client = _signed_in_with_answers(app, token, assessment_id, range(1, 30), value=1)
 
@@ -245,7 +258,7 @@ def test_a_form_post_and_a_submission_read_first_then_write_in_one_transaction(
         response = client.post("/q/30", data={"assessment": assessment_id, "value": "5", "go": "review",
                                               "request_id": str(uuid.uuid4())})
         assert response.status_code == 303 and response.headers["Location"].endswith("/q/review")
-    _writes_in_one_transaction(app, _statements_in_transaction(app, post_the_last_answer))
+    _saved(app, _statements_in_transaction(app, post_the_last_answer))
 
     review = client.get("/q/review").get_data(as_text=True)
     fields = hidden_fields(review, "/q/submit")
@@ -305,8 +318,9 @@ def test_a_save_reads_its_receipt_with_the_sign_in(app: Flask, started: tuple[st
         replies.append(client.post("/q/answer", json={"assessment": assessment_id, "item": "q5", "value": value},
                                    headers={"Idempotency-Key": key}))
 
-    writing = _writes_in_one_transaction(app, _statements_in_transaction(app, lambda: save(2)))
-    assert writing == (1 if app.extensions["pro_db"].locks_to_write else 0)
+    seen = _statements_in_transaction(app, lambda: save(2))
+    _saved(app, seen)
+    assert seen[0] == ("SELECT", False)  # the sign-in, with the receipt
     assert [kind for kind, _ in _statements_in_transaction(app, lambda: save(2))] == ["SELECT"]
     first, again = replies
     assert first.status_code == again.status_code == 200
@@ -320,9 +334,10 @@ def test_a_save_reads_its_receipt_with_the_sign_in(app: Flask, started: tuple[st
 
 
 def test_a_save_writes_with_few_statements_and_the_trail_verifies(app: Flask, started: tuple[str, int]) -> None:
-    """The write of a first answer: the questionnaire read under the lock with the stored
-    answer (on SQLite with the audit chain's head too, the whole database being locked), the
-    receipt, the answer and the event; the head moves with the event (a trigger)."""
+    """The write of a first answer: on SQLite the questionnaire read under the lock with the
+    stored answer and the audit chain's head (the whole database being locked), the receipt,
+    the answer and the event; on PostgreSQL one statement that checks the questionnaire and the
+    answer the sign-in read, and writes all three. The head moves with the event (a trigger)."""
     token, assessment_id = started
     client = app.test_client()
     assert client.get(f"/p/{token}").status_code == 303
@@ -331,15 +346,11 @@ def test_a_save_writes_with_few_statements_and_the_trail_verifies(app: Flask, st
         response = client.post("/q/answer", json={"assessment": assessment_id, "item": "q7", "value": 3},
                                headers={"Idempotency-Key": str(uuid.uuid4())})
         assert response.status_code == 200
-    seen = _statements_in_transaction(app, save)
-    writing = _writes_in_one_transaction(app, seen)
-    kinds = [kind for kind, _ in seen[writing:]]
+    kinds = [kind for kind, _ in _saved(app, _statements_in_transaction(app, save))]
     if app.extensions["pro_db"].locks_to_write:
         assert kinds == ["SELECT", "INSERT", "INSERT", "INSERT"]
     else:
-        # The sign-in (the same transaction), then the write; the head's row is locked late,
-        # by the event's insert.
-        assert kinds == ["SELECT", "SELECT", "INSERT", "INSERT", "INSERT"]
+        assert kinds == ["WITH"]
     engine = make_engine(app.config["DATABASE_URL"])
     try:
         with make_session_factory(engine)() as session:
@@ -352,9 +363,8 @@ def test_a_save_writes_with_few_statements_and_the_trail_verifies(app: Flask, st
 def test_a_reads_first_request_writes_only_after_begin_writing(
     app: Flask, started: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """On SQLite a reads_first request reads outside a transaction, where a write would not be
-    atomic: one before ``begin_writing`` is refused. On PostgreSQL the reads are already in the
-    transaction that writes, and the write goes through."""
+    """A reads_first request reads outside a transaction, where a write would not be atomic:
+    one before ``begin_writing`` is refused, on both databases."""
     def rename(write_first: bool) -> str:
         participant = database.session.scalars(select(Participant)).first()
         assert participant is not None
@@ -369,13 +379,11 @@ def test_a_reads_first_request_writes_only_after_begin_writing(
     app.add_url_rule("/test/early", view_func=reads_first(lambda: rename(False)), endpoint="early", methods=["POST"])
     app.add_url_rule("/test/in-turn", view_func=reads_first(lambda: rename(True)), endpoint="in_turn", methods=["POST"])
     client = app.test_client()
-    sqlite = app.extensions["pro_db"].locks_to_write
     with caplog.at_level(logging.ERROR):
-        assert client.post("/test/early").status_code == (500 if sqlite else 200)
-    if sqlite:
-        assert [record.exc_info[0] for record in caplog.records if record.exc_info] == [ReadOnlyRequest]
-        with make_engine(app.config["DATABASE_URL"]).connect() as connection:
-            assert connection.scalar(select(Participant.locale)) == "en"
+        assert client.post("/test/early").status_code == 500
+    assert [record.exc_info[0] for record in caplog.records if record.exc_info] == [ReadOnlyRequest]
+    with make_engine(app.config["DATABASE_URL"]).connect() as connection:
+        assert connection.scalar(select(Participant.locale)) == "en"
     assert client.post("/test/in-turn").data == b"changed"
     with make_engine(app.config["DATABASE_URL"]).connect() as connection:
         assert connection.scalar(select(Participant.locale)) == "fr"

@@ -755,12 +755,21 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
     second_patient = first_patient if same_payload else _committed_patient(race_database_url, f"R-2{int(same_payload)}")
     key = _key()
     engine = make_engine(race_database_url)
-    receipt_inserts: list[int] = []  # rows each receipt insert of the second transaction wrote
+    # The second transaction's statements on receipts, in order: ("insert", rows written) for
+    # a receipt insert of its own ("insert", None when the insert is part of a statement that
+    # also writes the answer and its event, whose row count is its one result row), ("lookup",)
+    # for a search by request id.
+    receipt_statements: list[tuple[Any, ...]] = []
     second_engine = make_engine(race_database_url)
 
     def after(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO REQUEST_RECEIPTS"):
-            receipt_inserts.append(cursor.rowcount)
+        words = " ".join(statement.split()).upper()
+        if words.startswith("INSERT INTO REQUEST_RECEIPTS"):
+            receipt_statements.append(("insert", cursor.rowcount))
+        elif words.startswith("WITH RECEIPT AS (INSERT INTO REQUEST_RECEIPTS"):
+            receipt_statements.append(("insert", None))
+        elif "FROM REQUEST_RECEIPTS" in words and "REQUEST_RECEIPTS.REQUEST_ID =" in words:
+            receipt_statements.append(("lookup",))
 
     event.listen(second_engine, "after_cursor_execute", after)
     outcome: list[Any] = []
@@ -795,7 +804,11 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
     else:
         assert isinstance(outcome[0], ReusedRequestId) and isinstance(outcome[0], Conflict)
     if make_url(race_database_url).get_backend_name() == "postgresql":
-        assert receipt_inserts == [0], "the primary key decided, not a lookup"
+        # The primary key decided, not a lookup: the insert came first and wrote nothing (the
+        # one receipt stored is the first transaction's, as the outcome above shows).
+        assert receipt_statements[0][0] == "insert", receipt_statements
+        assert [kind for kind, *_ in receipt_statements].count("insert") == 1
+        assert receipt_statements[0][1] in (0, None)
     with _check_session(race_database_url) as session:
         assert _count(session, RequestReceipt, RequestReceipt.request_id == key) == 1
         for patient in {first_patient.assessment_id, second_patient.assessment_id}:

@@ -194,17 +194,20 @@ _OPEN_TO = _OPEN_FROM + len(OPEN_ASSESSMENT_COLUMNS)
 # The question page's variant: each questionnaire's stored answer to one item, in the last
 # column (on PostgreSQL one round trip instead of two for every question shown).
 _ANSWER = table_of(Answer)
-_SIGNED_IN_LINK_WITH_ANSWER = _SIGNED_IN_LINK.add_columns(
+_STORED_VALUE = (
     select(_ANSWER.c.value)
     .where(_ANSWER.c.assessment_id == ASSESSMENTS.c.id, _ANSWER.c.item_id == bindparam("item_id"))
     .scalar_subquery()
     .label("stored_value")
 )
-# The answer save's variant: the receipt of the save's request id, in the last columns (NULLs
-# when there is none), so a repetition is known without a statement of its own.
+_SIGNED_IN_LINK_WITH_ANSWER = _SIGNED_IN_LINK.add_columns(_STORED_VALUE)
+# The answer save's variant: the receipt of the save's request id, in the columns after the
+# questionnaire's (NULLs when there is none), so a repetition is known without a statement of
+# its own. On PostgreSQL also the stored answer, last: the save in one statement checks it.
 _SIGNED_IN_LINK_WITH_RECEIPT = _SIGNED_IN_LINK.add_columns(*RECEIPT_COLUMNS).outerjoin(
     RECEIPTS, RECEIPTS.c.request_id == bindparam("request_id")
 )
+_SIGNED_IN_LINK_WITH_RECEIPT_AND_ANSWER = _SIGNED_IN_LINK_WITH_RECEIPT.add_columns(_STORED_VALUE)
 _SIGNED_IN_PARTICIPANT = (
     select(*_PARTICIPANT_COLUMNS)
     .join_from(_PARTICIPANT, _STUDY, _PARTICIPANT.c.study_id == _STUDY.c.id)
@@ -215,6 +218,7 @@ _SIGNED_IN_PARTICIPANT = (
 _SIGN_IN = DirectRead(_SIGNED_IN_LINK)
 _SIGN_IN_WITH_ANSWER = DirectRead(_SIGNED_IN_LINK_WITH_ANSWER)
 _SIGN_IN_WITH_RECEIPT = DirectRead(_SIGNED_IN_LINK_WITH_RECEIPT)
+_SIGN_IN_WITH_RECEIPT_AND_ANSWER = DirectRead(_SIGNED_IN_LINK_WITH_RECEIPT_AND_ANSWER)
 _SIGN_IN_PARTICIPANT = DirectRead(_SIGNED_IN_PARTICIPANT)
 
 
@@ -233,8 +237,8 @@ def load_patient(now: datetime, *, item_id: str | None = None, request_id: str |
     """The signed-in patient, or None when there is none or their link stopped being valid.
 
     With ``item_id``, a link sign-in also reads the stored answer to that item of the
-    questionnaire it finds open (``answer_at_sign_in``); with ``request_id`` (not both), the
-    receipt of that request (``receipt_at_sign_in``)."""
+    questionnaire it finds open (``answer_at_sign_in``); with ``request_id``, the receipt of
+    that request (``receipt_at_sign_in``)."""
     data = session.get(SESSION_KEY)
     if not isinstance(data, dict):
         return None
@@ -243,7 +247,10 @@ def load_patient(now: datetime, *, item_id: str | None = None, request_id: str |
     if "link" in data:
         grace = grace_period()
         parameters = {"link_id": data["link"], "now": now, "closed_after": now - grace}
-        if item_id is not None:
+        if item_id is not None and request_id is not None:
+            rows = _SIGN_IN_WITH_RECEIPT_AND_ANSWER.all(
+                connection, {**parameters, "item_id": item_id, "request_id": request_id})
+        elif item_id is not None:
             rows = _SIGN_IN_WITH_ANSWER.all(connection, {**parameters, "item_id": item_id})
         elif request_id is not None:
             rows = _SIGN_IN_WITH_RECEIPT.all(connection, {**parameters, "request_id": request_id})
@@ -254,11 +261,11 @@ def load_patient(now: datetime, *, item_id: str | None = None, request_id: str |
             candidates = [row[_OPEN_FROM:_OPEN_TO] for row in rows if row[_OPEN_FROM] is not None]
             chosen = choose_open_assessment(participant, candidates, now=now, grace=grace)
             context = PatientContext(participant, AssessmentMode.SELF, open_at_sign_in=(now, chosen))
-            if item_id is not None and chosen is not None:
-                value = next(row[_OPEN_TO] for row in rows if row[_OPEN_FROM] == chosen.id)
+            if item_id is not None and chosen is not None:  # the stored value is the last column
+                value = next(row[-1] for row in rows if row[_OPEN_FROM] == chosen.id)
                 context.answer_at_sign_in = StoredAnswer(chosen.id, item_id, value)
             if request_id is not None:
-                found = rows[0][_OPEN_TO:]
+                found = rows[0][_OPEN_TO:_OPEN_TO + len(RECEIPT_COLUMNS)]
                 context.receipt_at_sign_in = (request_id, None if found[0] is None else StoredReceipt(*found))
     elif "participant" in data:
         row = _SIGN_IN_PARTICIPANT.first(connection, {"participant_id": data["participant"]})

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import Connection
 from werkzeug.wrappers import Response
 
 from pro_app.db.types import utcnow
@@ -37,6 +38,7 @@ from pro_app.services.questionnaire import (
     next_assessment,
     record_answer,
     replayed_answer,
+    save_answer_at_once,
     replayed_submission,
     start_assessment,
     submit_assessment,
@@ -166,7 +168,10 @@ def start() -> Response:
 @reads_only
 def question(number: int) -> RenderResult:
     now = utcnow()
-    context = load_patient(now, item_id=item_id_at(number) if request.method == "GET" else None)
+    # The stored answer is read with the sign-in for the page, and for PostgreSQL's save in
+    # one statement.
+    reads_answer = request.method == "GET" or database.connection_alone() is not None
+    context = load_patient(now, item_id=item_id_at(number) if reads_answer else None)
     if context is None:
         if request.method == "POST":
             return recovery.session_ended(number, read_question_post(), now)
@@ -208,17 +213,20 @@ def _save_question(
     if post.value is not None:
         try:
             request_id = receipts.request_id_of(post.request_id)
-            database.begin_writing()
-            record_answer(
-                database.session, assessment, instrument, item_id=item.id, value=post.value,
-                locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
-            )
+            saved = _saved_alone(database.connection_alone(), context, assessment, instrument, text, item.id,
+                                 post.value, request_id, now)
+            if saved is None:
+                database.begin_writing()
+                record_answer(
+                    database.session, assessment, instrument, item_id=item.id, value=post.value,
+                    locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
+                )
+                database.session.commit()
         except DomainError as error:
             database.session.rollback()
             return pages.render_question(
                 assessment, instrument, text, item, post.value, message=_message(error)
             ), _status(error)
-        database.session.commit()
         recovery.answer_saved(assessment, item.number)
     return redirect(pages.url_after(post.go, item.number, len(instrument.items)), code=303)
 
@@ -241,7 +249,9 @@ def save_answer() -> JsonResult:
         request_id = None if form is None else receipts.request_id_of(form.request_id)
     except DomainError as error:
         request_id, refused = None, error
-    context = load_patient(now, request_id=request_id)
+    alone = database.connection_alone()
+    # On PostgreSQL the sign-in also reads the stored answer, for the save in one statement.
+    context = load_patient(now, request_id=request_id, item_id=form.item if alone is not None and form else None)
     if context is None:
         return recovery.session_ended_json()
     if form is None:
@@ -260,28 +270,57 @@ def save_answer() -> JsonResult:
     if assessment is None or not still_open:
         return recovery.json_error(_("This questionnaire is closed; answers can no longer be saved."), "closed", 409)
     instrument, text = pages.wording_for(context, assessment)
-    db = database.begin_writing()
-    if assessment.status != AssessmentStatus.IN_PROGRESS.value:
-        # The first answer starts the questionnaire. start_assessment reads it again under the
-        # lock: started or submitted in the meantime, it is left as it is; closed, the save
-        # below refuses the answer and the start is rolled back with it.
-        start_assessment(db, lock_assessment(db, assessment.id), mode=context.mode, text=text, actor=context.actor,
-                         now=now)
     try:
-        saved = record_answer(
-            db, assessment, instrument, item_id=form.item, value=form.value,
-            locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
-        )
+        saved = _saved_alone(alone, context, assessment, instrument, text, form.item, form.value, request_id, now)
     except DomainError as error:
-        db.rollback()
         return recovery.json_error(_message(error), _code(error), _status(error))
-    db.commit()
+    if saved is None:
+        db = database.begin_writing()
+        if assessment.status != AssessmentStatus.IN_PROGRESS.value:
+            # The first answer starts the questionnaire. start_assessment reads it again under
+            # the lock: started or submitted in the meantime, it is left as it is; closed, the
+            # save below refuses the answer and the start is rolled back with it.
+            start_assessment(db, lock_assessment(db, assessment.id), mode=context.mode, text=text,
+                             actor=context.actor, now=now)
+        try:
+            saved = record_answer(
+                db, assessment, instrument, item_id=form.item, value=form.value,
+                locale=text.locale, actor=context.actor, grace=grace_period(), now=now, request_id=request_id,
+            )
+        except DomainError as error:
+            db.rollback()
+            return recovery.json_error(_message(error), _code(error), _status(error))
+        db.commit()
     recovery.answer_saved(assessment, instrument.item(saved.item_id).number)
     if request_id is None and form.key:  # a page script from before request ids
         return {"saved": True, "item": saved.item_id, "value": saved.value, "key": form.key}, 200
     if saved.replayed:
         return receipts.receipt_body(saved), 200, {receipts.REPLAYED_HEADER: "true"}
     return receipts.receipt_body(saved), 200
+
+
+def _saved_alone(
+    alone: Connection | None,
+    context: PatientContext,
+    assessment: OpenAssessment,
+    instrument: Instrument,
+    text: InstrumentText,
+    item_id: str,
+    value: object,
+    request_id: str | None,
+    now: datetime,
+) -> SavedAnswer | None:
+    """On PostgreSQL, the answer saved by one statement of its own (``save_answer_at_once``)
+    when the sign-in read the item's stored answer and nothing changed since; None when the
+    save must take its usual path (``record_answer``), and on SQLite."""
+    read = context.answer_at_sign_in
+    if alone is None or read is None or (read.assessment_id, read.item_id) != (assessment.id, item_id):
+        return None
+    return save_answer_at_once(
+        alone, assessment, instrument, item_id=item_id, value=value, stored_value=read.value,
+        mode=context.mode.value, locale=text.locale, actor=context.actor, grace=grace_period(), now=now,
+        request_id=request_id,
+    )
 
 
 def _replay_of_save(
