@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
+from pro_app.db import direct
 from pro_app.db.engine import make_engine, make_session_factory, writer_engine
 from pro_app.db.models import Answer, Arm, Assessment, Participant, Site, Study
 from pro_app.domain.instruments import default_registry
@@ -131,3 +135,35 @@ def hidden_fields(page: str, action: str | None = None) -> dict[str, str]:
         if name and 'type="hidden"' in tag:
             fields[html.unescape(name.group(1))] = html.unescape(value.group(1)) if value else ""
     return fields
+
+
+def wait_until_blocked(engine: Engine) -> None:
+    """Until another transaction waits for a lock (PostgreSQL), or a moment (SQLite)."""
+    if engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + 20
+    with engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )).scalar()
+            connection.rollback()  # the statistics are a snapshot per transaction
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the other transaction never waited for the lock")
+
+
+def direct_statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first word of each statement sent on the driver's cursor (``pro_app.db.direct``)
+    from now on, in order, as the list returned fills."""
+    sent: list[str] = []
+    run = direct._run
+
+    def counted(connection: Connection, compiled: Any, parameters: Any) -> Any:
+        sent.append(compiled.sql.lstrip().split(None, 1)[0].upper())
+        return run(connection, compiled, parameters)
+
+    monkeypatch.setattr(direct, "_run", counted)
+    return sent

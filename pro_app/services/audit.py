@@ -60,21 +60,10 @@ def _hashed_content(seq: int, fields: str, prev_hash: str) -> str:
     return f'[{seq},{fields},"{prev_hash}"]'
 
 
-def _event_hash(
-    *,
-    seq: int,
-    occurred_at: datetime,
-    actor: str,
-    action: str,
-    entity_type: str,
-    entity_id: str | None,
-    before: str | None,
-    after: str | None,
-    reason: str | None,
-    prev_hash: str,
-) -> str:
-    fields = _hashed_fields(occurred_at, actor, action, entity_type, entity_id, before, after, reason)
-    return hashlib.sha256(_hashed_content(seq, fields, prev_hash).encode("utf-8")).hexdigest()
+def _event_hash(*, seq: int, prev_hash: str, **fields: Any) -> str:
+    """The hash of an event: ``fields`` are its hashed fields by name (those of
+    :func:`_hashed_fields`)."""
+    return hashlib.sha256(_hashed_content(seq, _hashed_fields(**fields), prev_hash).encode("utf-8")).hexdigest()
 
 
 # Appending is on every audited write (each answer a patient saves), so its two statements

@@ -35,7 +35,7 @@ from pro_app.services.questionnaire import current_assessment, record_answer, st
 from pro_app.services.texts import text_for
 from pro_app.web.patient import context
 from tests.conftest import app_config, migrated_sqlite, scratch_postgres
-from tests.factories import committed_started_patient, enrol, link_for, make_study, now_utc
+from tests.factories import committed_started_patient, direct_statements_sent, enrol, link_for, make_study, now_utc
 
 GRACE = timedelta(hours=2)
 
@@ -355,14 +355,7 @@ def test_a_question_page_and_an_answer_save_send_their_statements_on_the_drivers
     to SQLAlchemy's execution (and to the CPU it costs), and this test would say so."""
     token, assessment_id = committed_started_patient(own_database, "DIRECT-WEB", "P-001")
     app = create_app(app_config(DATABASE_URL=own_database))
-    sent: list[str] = []
-    run = direct._run
-
-    def counted(connection: Connection, compiled: Any, parameters: Any) -> Any:
-        sent.append(compiled.sql.lstrip().split(None, 1)[0].upper())
-        return run(connection, compiled, parameters)
-
-    monkeypatch.setattr(direct, "_run", counted)
+    sent = direct_statements_sent(monkeypatch)
     try:
         client = app.test_client()
         assert client.get(f"/p/{token}").status_code == 303

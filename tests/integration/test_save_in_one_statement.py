@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from pro_app import create_app
@@ -32,7 +31,9 @@ from pro_app.domain.states import AssessmentMode, AssessmentStatus
 from pro_app.services.audit import verify_chain
 from pro_app.services.questionnaire import SavedAnswer, open_assessment, record_answer, save_answer_at_once
 from tests.conftest import app_config, scratch_postgres
-from tests.factories import committed_started_patient, json_save, stored_answers
+from tests.factories import (
+    committed_started_patient, direct_statements_sent, json_save, stored_answers, wait_until_blocked,
+)
 
 QLQ = default_registry().get("qlq_c30")
 GRACE = timedelta(minutes=120)
@@ -197,14 +198,6 @@ def test_a_refused_value_raises_before_anything_is_sent(
     assert sent == []
 
 
-def _locked(engine: Engine, assessment_id: int, change: Any) -> tuple[Session, Any]:
-    """A transaction holding the questionnaire's row lock, having made ``change`` uncommitted."""
-    holder = Session(engine)
-    holder.execute(select(Assessment.id).where(Assessment.id == assessment_id).with_for_update())
-    change(holder)
-    return holder, None
-
-
 def _save_in_thread(connection: Connection, engine: Engine, assessment_id: int, item: str, value: int,
                     stored: int | None) -> tuple[threading.Thread, list[Any]]:
     outcome: list[Any] = []
@@ -222,27 +215,14 @@ def _save_in_thread(connection: Connection, engine: Engine, assessment_id: int, 
     return thread, outcome
 
 
-def _wait_until_blocked(engine: Engine) -> None:
-    deadline = time.monotonic() + 20
-    with engine.connect() as connection:
-        while time.monotonic() < deadline:
-            waiting = connection.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )).scalar()
-            connection.rollback()
-            if waiting:
-                return
-            time.sleep(0.05)
-    raise AssertionError("the save never waited for the lock")
-
-
-@pytest.mark.parametrize("change", ["submitted", "answer changed"])
+@pytest.mark.parametrize("change", ["submitted", "answer changed", "none"])
 def test_a_save_waiting_for_the_questionnaires_lock_checks_what_was_committed_meanwhile(
     url: str, engine: Engine, alone: Connection, change: str
 ) -> None:
     """The statement waits for a transaction holding the questionnaire (a submission, another
     save), then checks the newest rows: a questionnaire submitted, or an answer changed, in
-    the meantime means nothing is written (the usual path then refuses, or saves)."""
+    the meantime means nothing is written (the usual path then refuses, or saves); a lock
+    released with nothing changed lets the save go ahead."""
     _token, assessment_id = _patient(url)
     assert _save(alone, engine, assessment_id, "q5", 1, None) is not None
     holder = Session(engine)
@@ -251,35 +231,24 @@ def test_a_save_waiting_for_the_questionnaires_lock_checks_what_was_committed_me
         if change == "submitted":
             holder.execute(update(Assessment).where(Assessment.id == assessment_id)
                            .values(status=AssessmentStatus.COMPLETED.value))
-        else:
+        elif change == "answer changed":
             holder.execute(update(Answer).where(Answer.assessment_id == assessment_id, Answer.item_id == "q5")
                            .values(value=3))
         thread, outcome = _save_in_thread(alone, engine, assessment_id, "q5", 2, 1)
-        _wait_until_blocked(engine)
+        wait_until_blocked(engine)
         holder.commit()
         thread.join(timeout=20)
     finally:
         holder.close()
-    assert outcome == [None]
-    assert stored_answers(url, assessment_id) == {"q5": 1 if change == "submitted" else 3}
-    assert _receipts(engine, assessment_id) == 1 and len(_events(engine, assessment_id)) == 1
-
-
-def test_a_save_waiting_for_a_lock_released_unchanged_goes_ahead(url: str, engine: Engine, alone: Connection) -> None:
-    _token, assessment_id = _patient(url)
-    assert _save(alone, engine, assessment_id, "q6", 1, None) is not None
-    holder = Session(engine)
-    try:
-        holder.execute(select(Assessment.id).where(Assessment.id == assessment_id).with_for_update())
-        thread, outcome = _save_in_thread(alone, engine, assessment_id, "q6", 2, 1)
-        _wait_until_blocked(engine)
-        holder.rollback()
-        thread.join(timeout=20)
-    finally:
-        holder.close()
-    assert len(outcome) == 1 and isinstance(outcome[0], SavedAnswer)
-    assert stored_answers(url, assessment_id) == {"q6": 2}
-    _chain_verifies(engine)
+    if change == "none":
+        assert len(outcome) == 1 and isinstance(outcome[0], SavedAnswer)
+        assert stored_answers(url, assessment_id) == {"q5": 2}
+        assert _receipts(engine, assessment_id) == 2 and len(_events(engine, assessment_id)) == 2
+        _chain_verifies(engine)
+    else:
+        assert outcome == [None]
+        assert stored_answers(url, assessment_id) == {"q5": 1 if change == "submitted" else 3}
+        assert _receipts(engine, assessment_id) == 1 and len(_events(engine, assessment_id)) == 1
 
 
 def test_the_app_saves_a_started_questionnaires_answers_in_one_statement(
@@ -289,14 +258,7 @@ def test_the_app_saves_a_started_questionnaires_answers_in_one_statement(
     sign-in and one statement; a repetition is answered from the receipt the sign-in read."""
     token, assessment_id = _patient(url)
     app = create_app(app_config(DATABASE_URL=url))
-    sent: list[str] = []
-    run = direct._run
-
-    def counted(connection: Connection, compiled: Any, parameters: Any) -> Any:
-        sent.append(compiled.sql.lstrip().split(None, 1)[0].upper())
-        return run(connection, compiled, parameters)
-
-    monkeypatch.setattr(direct, "_run", counted)
+    sent = direct_statements_sent(monkeypatch)
     first_key, second_key = str(uuid.uuid4()), str(uuid.uuid4())
     try:
         client = app.test_client()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, func, select, text, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -46,7 +45,7 @@ from pro_app.services.questionnaire import (
 )
 from pro_app.web.patient import views
 from tests.conftest import app_config, migrated_sqlite
-from tests.factories import enrol, link_for, make_study
+from tests.factories import enrol, link_for, make_study, wait_until_blocked
 
 QLQ = default_registry().get("qlq_c30")
 EN = default_registry().text("qlq_c30", "en")
@@ -724,24 +723,6 @@ def test_concurrent_duplicate_submissions_submit_once(race_database_url: str) ->
         assert _count(session, RequestReceipt, RequestReceipt.request_id == key) == 1
 
 
-def _wait_until_blocked(engine: Engine) -> None:
-    """Until the other transaction waits for a lock (PostgreSQL), or a moment (SQLite)."""
-    if engine.dialect.name != "postgresql":
-        time.sleep(0.5)
-        return
-    deadline = time.monotonic() + 20
-    with engine.connect() as connection:
-        while time.monotonic() < deadline:
-            waiting = connection.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )).scalar()
-            connection.rollback()  # the statistics are a snapshot per transaction
-            if waiting:
-                return
-            time.sleep(0.05)
-    raise AssertionError("the second transaction never waited for the first")
-
-
 @pytest.mark.parametrize("same_payload", [True, False], ids=["duplicate", "conflicting"])
 def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
     race_database_url: str, same_payload: bool
@@ -790,7 +771,7 @@ def test_a_duplicate_racing_an_open_transaction_returns_the_stored_receipt(
             thread.start()
             # Same questionnaire: the second waits for its row lock; another questionnaire:
             # it waits on the primary key itself.
-            _wait_until_blocked(engine)
+            wait_until_blocked(engine)
             first.commit()
             thread.join(timeout=60)
     finally:

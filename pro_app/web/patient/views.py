@@ -38,8 +38,8 @@ from pro_app.services.questionnaire import (
     next_assessment,
     record_answer,
     replayed_answer,
-    save_answer_at_once,
     replayed_submission,
+    save_answer_at_once,
     start_assessment,
     submit_assessment,
 )
