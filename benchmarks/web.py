@@ -91,7 +91,9 @@ from sqlalchemy.exc import OperationalError
 
 from pro_app import create_app
 from pro_app.db.engine import make_engine, make_session_factory
-from pro_app.db.models import Answer, Arm, Assessment, Participant, Site, Study
+from pro_app.db.models import (
+    Answer, Arm, Assessment, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt, Site, Study,
+)
 from pro_app.db.types import utcnow
 from pro_app.domain.instruments import default_registry
 from pro_app.domain.states import AssessmentMode, AssessmentStatus
@@ -531,7 +533,10 @@ class Prepared:
 
 def prepare(url: str, browsing: int, submitting: int, seed: int = 20240601) -> Prepared:
     """Participants with links through the services; the submitters' questionnaires started
-    through the service and answered in bulk (all 30 items, random values)."""
+    through the service and answered in bulk (all 30 items, random values), each answer with
+    the receipt its save would have left. On PostgreSQL the planner's statistics are then made
+    current, as autovacuum would after a bulk load: with an empty receipts table a connection's
+    cached plans would read it from end to end, slower with every save (docs/performance.md)."""
     started = time.perf_counter()
     rng = random.Random(seed)
     now = utcnow()
@@ -558,6 +563,7 @@ def prepare(url: str, browsing: int, submitting: int, seed: int = 20240601) -> P
             instrument = default_registry().get("qlq_c30")
             wording = text_for(session, instrument, ("en",))
             rows: list[dict[str, Any]] = []
+            receipts: list[dict[str, Any]] = []
             for participant in participants[browsing:]:
                 assessment = current_assessment(session, participant, now=now, grace=GRACE)
                 if assessment is None:
@@ -568,8 +574,15 @@ def prepare(url: str, browsing: int, submitting: int, seed: int = 20240601) -> P
                     top = instrument.response_set(item.response_set).maximum
                     rows.append({"assessment_id": assessment.id, "item_id": item.id, "value": rng.randint(1, top),
                                  "locale": "en", "answered_at": now, "answered_by": actor})
+                    receipts.append({
+                        "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                        "kind": ReceiptKind.ANSWER.value, "participant_id": participant.id,
+                        "assessment_id": assessment.id, "item_id": item.id, "value": rows[-1]["value"],
+                        "outcome": ReceiptOutcome.SAVED.value, "recorded_at": now,
+                    })
             for first in range(0, len(rows), 10_000):
                 session.execute(insert(Answer), rows[first:first + 10_000])
+                session.execute(insert(RequestReceipt), receipts[first:first + 10_000])
             session.commit()
     finally:
         engine.dispose()
