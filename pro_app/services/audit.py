@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, event, insert, select, text
+from sqlalchemy import Text, bindparam, event, insert, select, text
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -152,7 +152,7 @@ def record_event(
     The chain's head row is read with a row lock (PostgreSQL; SQLite's writer holds the whole
     database), so concurrent transactions extend the chain one after another; inserting the
     event moves the head (a trigger). On PostgreSQL the head is read, locked and extended by
-    the event's insert itself (:func:`_append_at_head`). ``head`` is the head's (last_seq,
+    the event's insert itself (:func:`append_at_head_sql`). ``head`` is the head's (last_seq,
     last_hash) when the caller read it already, inside this transaction and holding SQLite's
     write lock, with no event appended since: the statement reading it is spared, as it is for
     the second and later events of a transaction. Were it stale, the database would refuse the
@@ -162,29 +162,25 @@ def record_event(
     if head is None:
         head = session.info.get(_HEAD_MADE)
     connection = session.connection()
-    if head is None and connection.dialect.name == "postgresql":
-        return _append_at_head(session, connection, actor=actor, action=action, entity_type=entity_type,
-                               entity_id=entity_id, before=before, after=after, reason=reason)
-    if head is None:
-        read = _HEAD_READ.one(connection, {})  # made by the migrations, never removed
-        head = (read.last_seq, read.last_hash)
-    last_seq, last_hash = head
-    fields: dict[str, Any] = {
-        "seq": last_seq + 1,
-        "occurred_at": utcnow(),
-        "actor": actor,
-        "action": action,
-        "entity_type": entity_type,
-        "entity_id": None if entity_id is None else str(entity_id),
-        "before": _canonical(before),
-        "after": _canonical(after),
-        "reason": reason,
-        "prev_hash": last_hash,
-    }
-    digest = _event_hash(**fields)
-    _APPEND.execute(session, {**fields, "hash": digest}, connection=connection)
-    session.info[_HEAD_MADE] = (fields["seq"], digest)
-    return int(fields["seq"])
+    parameters = event_parameters(actor=actor, action=action, entity_type=entity_type, entity_id=entity_id,
+                                  before=before, after=after, reason=reason)
+    if head is None and connection.dialect.name == "postgresql":  # the head read by the insert
+        appended = _APPEND_AT_HEAD.execute(session, parameters, connection=connection).first()
+        if appended is None:
+            raise NoResultFound("the audit chain has no head row (the migrations make it)")
+        seq, digest = appended
+    else:
+        if head is None:
+            read = _HEAD_READ.one(connection, {})  # made by the migrations, never removed
+            head = (read.last_seq, read.last_hash)
+        last_seq, last_hash = head
+        seq = last_seq + 1
+        hashed = parameters.pop("fields")
+        digest = hashlib.sha256(_hashed_content(seq, hashed, last_hash).encode("utf-8")).hexdigest()
+        _APPEND.execute(session, {**parameters, "seq": seq, "prev_hash": last_hash, "hash": digest},
+                        connection=connection)
+    note_appended(session, seq, digest)
+    return int(seq)
 
 
 def event_parameters(
@@ -220,31 +216,6 @@ def note_appended(session: Session, seq: int, digest: str) -> None:
     (:func:`append_at_head_sql`), made the head ``(seq, digest)``: later events of the
     transaction extend it without reading it."""
     session.info[_HEAD_MADE] = (seq, digest)
-
-
-def _append_at_head(
-    session: Session,
-    connection: Connection,
-    *,
-    actor: str,
-    action: str,
-    entity_type: str,
-    entity_id: object,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    reason: str | None,
-) -> int:
-    """:func:`record_event`'s first event of a transaction on PostgreSQL: one statement
-    (:func:`append_at_head_sql`) reads the head under its lock, numbers, hashes and inserts the
-    event."""
-    parameters = event_parameters(actor=actor, action=action, entity_type=entity_type, entity_id=entity_id,
-                                  before=before, after=after, reason=reason)
-    appended = _APPEND_AT_HEAD.execute(session, parameters, connection=connection).first()
-    if appended is None:
-        raise NoResultFound("the audit chain has no head row (the migrations make it)")
-    seq, digest = appended
-    note_appended(session, seq, digest)
-    return int(seq)
 
 
 @dataclass(frozen=True)
