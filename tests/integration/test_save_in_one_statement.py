@@ -287,3 +287,29 @@ def test_the_app_saves_a_started_questionnaires_answers_in_one_statement(
         _chain_verifies(engine)
     finally:
         engine.dispose()
+
+
+def test_the_app_refuses_a_bad_answer_before_its_one_statement(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value outside the item's scale, or an item the questionnaire lacks: the same refusal as
+    on the usual path (its translated message), a 4xx, and nothing written."""
+    token, assessment_id = _patient(url)
+    app = create_app(app_config(DATABASE_URL=url))
+    try:
+        client = app.test_client()
+        assert client.get(f"/p/{token}").status_code == 303
+        assert json_save(client, assessment_id, "q1", 2, str(uuid.uuid4()))[0] == 200
+        sent = direct_statements_sent(monkeypatch)
+        for item, value in (("q1", 9), ("q29", 0), ("q99", 1)):
+            sent.clear()
+            status, _headers, body = json_save(client, assessment_id, item, value, str(uuid.uuid4()))
+            assert sent == ["SELECT"]  # the sign-in only: refused before any write was sent
+            assert 400 <= status < 500 and body["code"] == "invalid" and body["error"], (item, value, body)
+            assert "Traceback" not in str(body["error"])
+    finally:
+        app.extensions["pro_db"].engine.dispose()
+    assert stored_answers(url, assessment_id) == {"q1": 2}
+    engine = make_engine(url)
+    try:
+        assert len(_events(engine, assessment_id)) == 1 and _receipts(engine, assessment_id) == 1
+    finally:
+        engine.dispose()
