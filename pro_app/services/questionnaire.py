@@ -32,7 +32,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pro_app.db.direct import DirectRead, DirectWrite
 from pro_app.db.models import (
-    Answer, Assessment, AuditEvent, Participant, ReceiptKind, ReceiptOutcome, RequestReceipt,
+    Answer, Assessment, AuditEvent, ReceiptKind, ReceiptOutcome, RequestReceipt,
 )
 from pro_app.db.models.base import table_of
 from pro_app.db.types import utcnow

@@ -271,11 +271,11 @@ def test_an_event_hashed_by_the_database_verifies(db_session: Session) -> None:
         db_session.commit()  # the next event is its transaction's first
     events = db_session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
     assert [event.seq for event in events] == seqs == [1, 2, 3]
-    for event in events:
-        assert event.hash == _event_hash(
-            seq=event.seq, occurred_at=event.occurred_at, actor=event.actor, action=event.action,
-            entity_type=event.entity_type, entity_id=event.entity_id, before=event.before, after=event.after,
-            reason=event.reason, prev_hash=event.prev_hash,
+    for stored in events:
+        assert stored.hash == _event_hash(
+            seq=stored.seq, occurred_at=stored.occurred_at, actor=stored.actor, action=stored.action,
+            entity_type=stored.entity_type, entity_id=stored.entity_id, before=stored.before, after=stored.after,
+            reason=stored.reason, prev_hash=stored.prev_hash,
         )
     assert json.loads(events[1].before or "") == _AWKWARD_CONTENT[1]
     assert verify_chain(db_session) == (3, None)

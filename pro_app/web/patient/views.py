@@ -170,8 +170,8 @@ def question(number: int) -> RenderResult:
     now = utcnow()
     # The stored answer is read with the sign-in for the page, and for PostgreSQL's save in
     # one statement.
-    reads_answer = request.method == "GET" or database.connection_alone() is not None
-    context = load_patient(now, item_id=item_id_at(number) if reads_answer else None)
+    alone = database.connection_alone() if request.method == "POST" else None
+    context = load_patient(now, item_id=item_id_at(number) if request.method == "GET" or alone else None)
     if context is None:
         if request.method == "POST":
             return recovery.session_ended(number, read_question_post(), now)
@@ -186,7 +186,7 @@ def question(number: int) -> RenderResult:
     if assessment.status != AssessmentStatus.IN_PROGRESS.value:
         return redirect(url_for("patient.home"), code=303)
     if request.method == "POST":
-        return _save_question(context, assessment, instrument, text, item, read_question_post(), now)
+        return _save_question(alone, context, assessment, instrument, text, item, read_question_post(), now)
     read = context.answer_at_sign_in
     if read is not None and (read.assessment_id, read.item_id) == (assessment.id, item.id):
         stored = read.value
@@ -197,6 +197,7 @@ def question(number: int) -> RenderResult:
 
 
 def _save_question(
+    alone: Connection | None,
     context: PatientContext,
     assessment: OpenAssessment,
     instrument: Instrument,
@@ -213,8 +214,7 @@ def _save_question(
     if post.value is not None:
         try:
             request_id = receipts.request_id_of(post.request_id)
-            saved = _saved_alone(database.connection_alone(), context, assessment, instrument, text, item.id,
-                                 post.value, request_id, now)
+            saved = _saved_alone(alone, context, assessment, instrument, text, item.id, post.value, request_id, now)
             if saved is None:
                 database.begin_writing()
                 record_answer(
