@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import load_workbook
@@ -186,6 +187,24 @@ def test_local_times_follow_the_participants_zone_and_its_daylight_saving_offset
     assert rows[2]["submitted_at_utc"] == "2025-03-30T17:00:00Z"
     assert rows[2]["planned_date"] == "2025-03-31"  # the participant's calendar, not UTC's
     assert rows[2]["timezone"] == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/St_Johns", "Asia/Kathmandu", "Pacific/Chatham",
+                                  "Africa/Monrovia", "America/Sao_Paulo", "UTC"])
+def test_instants_are_written_as_isoformat_writes_them(zone: str) -> None:
+    # Half- and quarter-hour offsets, a historical offset with seconds (Monrovia's -0:44:30
+    # until 1972), both sides of daylight-saving changes, years before 1000.
+    zoneinfo = ZoneInfo(zone)
+    instants = [datetime(1960, 6, 1, 12, 0, 5, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC)]
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    instants += [start + timedelta(hours=7 * n, seconds=n, microseconds=999_999) for n in range(1300)]
+    records = [record(n, timezone=zone, started_at=at, submitted_at=at, planned_at=at) for n, at in enumerate(instants)]
+    _, _, rows = csv_rows(write_wide_csv, records)
+    for at, row in zip(instants, rows, strict=True):
+        assert row["submitted_at_local"] == at.astimezone(zoneinfo).isoformat(timespec="seconds")
+        assert row["started_at_local"] == row["submitted_at_local"]
+        assert row["submitted_at_utc"] == at.isoformat(timespec="seconds").replace("+00:00", "Z")
+        assert row["planned_date"] == at.astimezone(zoneinfo).date().isoformat()
 
 
 @pytest.mark.parametrize(
