@@ -15,7 +15,6 @@ PostgreSQL's shortest exact form), never rounded.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -41,7 +40,10 @@ from pro_app.domain.records import AssessmentRecord, ExportFilters, PackedValues
 from pro_app.domain.states import AssessmentStatus
 from pro_app.services.audit import record_event
 
-CHUNK = 2000
+#: Assessments per chunk: few enough that a chunk's rows are still in the CPU caches when they
+#: are written (the wide CSV of 200,000 assessments took about 10% less time than in chunks
+#: of 2,000), enough that the queries per chunk (anchors, answers) stay few.
+CHUNK = 500
 #: Longest date range an export may ask for (a typing error like year 20260 is refused).
 MAX_RANGE_DAYS = 366 * 30
 
@@ -226,10 +228,11 @@ def iter_records(
 
 #: The characters a result row's lines may hold: digits and commas (answers), and what
 #: ``repr`` writes for a float (scores). Checked, with the number of fields, before a line is
-#: used, so nothing copied into an export can need quoting or start a spreadsheet formula;
-#: a character class is checked several times faster than a pattern of well-formed numbers.
-_ANSWER_LINE = re.compile(r"[0-9,]*")
-_SCORE_LINE = re.compile(r"[0-9.,e-]*")
+#: used, so nothing copied into an export can need quoting or start a spreadsheet formula.
+#: An ASCII line holds only these if deleting them from its bytes leaves nothing, which is
+#: checked twice as fast as a regular expression's character class.
+_ANSWER_CHARACTERS = b"0123456789,"
+_SCORE_CHARACTERS = b"0123456789.,e-"
 
 
 class _ResultDecoder:
@@ -266,8 +269,10 @@ class _ResultDecoder:
         if (
             answers_text.count(",") != len(item_ids) - 1
             or scores_text.count(",") != len(score_codes) - 1
-            or not _ANSWER_LINE.fullmatch(answers_text)
-            or not _SCORE_LINE.fullmatch(scores_text)
+            or not answers_text.isascii()
+            or not scores_text.isascii()
+            or answers_text.encode().translate(None, _ANSWER_CHARACTERS)
+            or scores_text.encode().translate(None, _SCORE_CHARACTERS)
         ):
             return None
         return PackedValues(item_ids, answers_text, self._answer_values), PackedValues(
