@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -79,3 +80,36 @@ def fresh_postgres_url(url: str) -> str:
         engine.dispose()
     upgrade(url)
     return url
+
+
+def optional_postgres_url(env: str, default: str, *, skip: bool = False) -> str | None:
+    """A fresh PostgreSQL database for a benchmark (see :func:`fresh_postgres_url`): the one
+    the environment variable ``env`` names, else ``default``; None when skipped, or when none
+    is configured and the default's server is not reachable (a configured one must work)."""
+    from sqlalchemy.exc import OperationalError
+
+    if skip:
+        return None
+    configured = os.environ.get(env)
+    try:
+        return fresh_postgres_url(configured or default)
+    except OperationalError as error:
+        if configured:
+            raise
+        print(f"PostgreSQL skipped: {default} is not reachable ({type(error).__name__})")
+        return None
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop the benchmark's PostgreSQL database at ``url`` (its connections closed first)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    server = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            quoted = connection.dialect.identifier_preparer.quote(parsed.database or "")
+            connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+    finally:
+        server.dispose()

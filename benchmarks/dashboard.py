@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from _fixtures import figure, fresh_postgres_url, print_figures_json, temporary_sqlite_url
+from _fixtures import figure, optional_postgres_url, print_figures_json, temporary_sqlite_url
 from sqlalchemy import Engine, event, insert, select, text
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from pro_app.db.engine import make_engine, make_session_factory
@@ -299,18 +298,8 @@ def bench(label: str, url: str, args: argparse.Namespace, now: datetime) -> list
 
 
 def postgres_url(args: argparse.Namespace) -> str | None:
-    """The PostgreSQL URL to use, or None when none is configured and the default is down."""
-    if args.no_postgres:
-        return None
-    configured = os.environ.get("PRO_BENCH_DATABASE_URL")
-    url = configured or DEFAULT_POSTGRES
-    try:
-        return fresh_postgres_url(url)
-    except OperationalError as error:
-        if configured:
-            raise
-        print(f"PostgreSQL skipped: {DEFAULT_POSTGRES} is not reachable ({type(error).__name__})")
-        return None
+    """The dedicated PostgreSQL database (fresh), or None (see ``optional_postgres_url``)."""
+    return optional_postgres_url("PRO_BENCH_DATABASE_URL", DEFAULT_POSTGRES, skip=args.no_postgres)
 
 
 def main() -> None:

@@ -17,6 +17,11 @@ Measured, each in a fresh process so that its peak memory is the export's own:
 and its growth over the state after start-up, and the file size; then the same export again
 under ``tracemalloc`` for the peak of Python allocations (slower; its time is not reported).
 ``--formats`` adds other formats (e.g. ``wide,items-long,scores-long,xlsx``).
+
+PostgreSQL (``PRO_BENCH_EXPORT_DATABASE_URL``, default ``bench_export`` on 127.0.0.1 as user
+``postgres``; skipped when that server does not answer, or with ``--no-postgres``): the same
+trial loaded with ``COPY`` and analysed, and the wide CSV measured from it the same way (no
+trace). The database is dropped at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from _fixtures import temporary_sqlite_url
+from _fixtures import drop_postgres_database, optional_postgres_url, temporary_sqlite_url
 from sqlalchemy import Connection, insert, select
 
 import numpy as np
@@ -61,6 +66,7 @@ SCHEDULE: tuple[TimepointRule, ...] = BUILTIN_TEMPLATES["car_t_early"][1] + tupl
     for week in range(60, 145, 12)
 )
 CHUNK = 5_000  # assessments per insert round (150,000 answer rows)
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_export"
 
 
 def _sqlite_time(instant: datetime) -> str:
@@ -133,6 +139,9 @@ def populate(url: str, participants: int, per_participant: int, seed: int = 2024
             matrix = (numpy_rng.random((len(chunk), len(item_ids))) * maxima).astype(np.int64) + 1
             scores = score_batch(instrument, matrix)
             answer_rows += _insert_chunk(connection, instrument, chunk, matrix, scores, items_per_score)
+    if engine.dialect.name == "postgresql":  # as autovacuum would after a bulk load
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("ANALYZE")
     engine.dispose()
     return len(rows), answer_rows, time.perf_counter() - started
 
@@ -150,36 +159,47 @@ def _insert_chunk(
     summaries: list[tuple[Any, ...]] = []  # the result rows, as services.scores.store_scores writes them
     item_ids = instrument.item_ids
     score_codes = instrument.score_codes
+    sqlite = connection.dialect.name == "sqlite"
     for (assessment_id, submitted), values, results in zip(chunk, matrix.tolist(), scores.tolist()):
         assert submitted is not None
-        # One answer every 15 s over the nine minutes before submission (naive UTC, as stored).
-        first = submitted.astimezone(timezone.utc).replace(tzinfo=None) - timedelta(minutes=9)
-        answers += [
-            (assessment_id, item_id, value, "en", (first + timedelta(seconds=15 * n)).isoformat(" ", "microseconds"),
-             "participant")
-            for n, (item_id, value) in enumerate(zip(item_ids, values))
-        ]
-        at = _sqlite_time(submitted)
+        # One answer every 15 s over the nine minutes before submission: on SQLite as the
+        # stored text (naive UTC), on PostgreSQL as instants.
+        first = submitted.astimezone(timezone.utc) - timedelta(minutes=9)
+        if sqlite:
+            naive = first.replace(tzinfo=None)
+            times: list[Any] = [(naive + timedelta(seconds=15 * n)).isoformat(" ", "microseconds")
+                                for n in range(len(item_ids))]
+        else:
+            times = [first + timedelta(seconds=15 * n) for n in range(len(item_ids))]
+        answers += [(assessment_id, item_id, value, "en", at, "participant")
+                    for item_id, value, at in zip(item_ids, values, times)]
+        at = _sqlite_time(submitted) if sqlite else submitted
         values_by_code = {code: None if value != value else value for code, value in zip(score_codes, results)}
         stored += [(assessment_id, code, value, n, ALGORITHM_VERSION, at)
                    for (code, value), n in zip(values_by_code.items(), items_per_score)]
         summaries.append((assessment_id, encode_answers(instrument, dict(zip(item_ids, values))),
                           encode_scores(instrument, values_by_code), ALGORITHM_VERSION, at))
-    connection.exec_driver_sql(
-        "INSERT INTO answers (assessment_id, item_id, value, locale, answered_at, answered_by) VALUES (?, ?, ?, ?, ?, ?)",
-        answers,
-    )
-    connection.exec_driver_sql(
-        "INSERT INTO scale_scores (assessment_id, scale_code, value, items_answered, algorithm_version, computed_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        stored,
-    )
-    connection.exec_driver_sql(
-        "INSERT INTO assessment_results (assessment_id, answers, scores, algorithm_version, computed_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        summaries,
-    )
+    _bulk(connection, "answers", ("assessment_id", "item_id", "value", "locale", "answered_at", "answered_by"), answers)
+    _bulk(connection, "scale_scores",
+          ("assessment_id", "scale_code", "value", "items_answered", "algorithm_version", "computed_at"), stored)
+    _bulk(connection, "assessment_results", ("assessment_id", "answers", "scores", "algorithm_version", "computed_at"),
+          summaries)
     return len(answers)
+
+
+def _bulk(connection: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Rows inserted as the database loads them fastest: SQLite's driver in one executemany,
+    PostgreSQL's ``COPY``."""
+    if connection.dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows
+        )
 
 
 # --------------------------------------------------------------------------- measuring (child process)
@@ -249,6 +269,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the populated database (it is large)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures (run_all.py)")
     parser.add_argument("--database", help="measure on an already populated SQLite URL (from --keep)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--format", default="wide", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="export", help=argparse.SUPPRESS)
@@ -257,6 +278,9 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.format, args.mode)))
         return
 
+    # First, so that a wrong URL fails before minutes of SQLite work.
+    postgres = optional_postgres_url("PRO_BENCH_EXPORT_DATABASE_URL", DEFAULT_POSTGRES,
+                                     skip=args.no_postgres or bool(args.database))
     if args.database:
         url = args.database
         print(f"SQLite: reusing {url}")
@@ -267,16 +291,23 @@ def main() -> None:
         print(f"SQLite: populated {args.participants:,} participants, {assessments:,} completed assessments, "
               f"{answers:,} answers in {seconds:.1f} s ({size_mb:,.0f} MB file)")
     try:
-        report(url, args)
+        figures = report(url, args)
     finally:
         if args.keep or args.database:
             print(f"database kept: {url} (reuse it with --database)")
         else:
             shutil.rmtree(Path(url.removeprefix("sqlite:///")).parent, ignore_errors=True)
+    if postgres is not None:
+        figures += report_postgres(postgres, args)
+    if args.json:
+        from _fixtures import print_figures_json
+
+        print_figures_json(figures)
     sys.stdout.flush()
 
 
-def report(url: str, args: argparse.Namespace) -> None:
+def report(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measure on SQLite and print the table; returns the wide CSV's figures."""
     read = _child(url, "wide", "read")
     print(f"iter_records alone (no answer times, as for wide): {read['count']:,} records in "
           f"{read['seconds']:.2f} s ({read['count'] / read['seconds']:,.0f}/s), peak RSS {read['peak_mb']:.0f} MB")
@@ -284,7 +315,7 @@ def report(url: str, args: argparse.Namespace) -> None:
     print(f"run_export to a file, fresh process each (target for wide: < {TARGET_SECONDS:.0f} s, < {TARGET_MB:.0f} MB)")
     print(f"{'format':<13}{'rows':>10}{'seconds':>9}{'rows/s':>10}{'RSS +MB':>9}{'RSS MB':>8}"
           f"{'traced MB':>11}{'file MB':>9}  verdict")
-    wide: dict[str, Any] | None = None  # the figures for --json
+    wide: dict[str, Any] | None = None
     for export_format in [name.strip() for name in args.formats.split(",") if name.strip()]:
         timed = _child(url, export_format, "export")
         # tracemalloc slows openpyxl's many small allocations tenfold: traced for CSV only.
@@ -302,18 +333,38 @@ def report(url: str, args: argparse.Namespace) -> None:
     print("rows = assessments for wide/xlsx, answers for items-long, scores for scores-long; RSS MB = the"
           " process's peak (Python, SQLAlchemy, app code included), RSS +MB = its growth during the export;"
           " traced MB = peak of Python allocations during the export")
-    if args.json and wide is not None:
-        from _fixtures import figure, print_figures_json
+    return [] if wide is None else _wide_figures(wide, "")
 
-        full = wide["count"] >= 200_000  # the budget's size; smaller runs are indicative only
-        print_figures_json([
-            figure(f"Export wide CSV, {wide['count']:,} assessments", wide["seconds"], "s",
-                   budget=f"< {TARGET_SECONDS:.0f} s at 200,000", passed=wide["seconds"] < TARGET_SECONDS if full else None,
-                   note=f"{wide['count'] / wide['seconds']:,.0f} rows/s"),
-            figure(f"Export wide CSV peak memory, {wide['count']:,} assessments", wide["peak_mb"], "MB",
-                   budget=f"< {TARGET_MB:.0f} MB at 200,000", passed=wide["peak_mb"] < TARGET_MB if full else None,
-                   note=f"process peak RSS; +{wide['peak_mb'] - wide['baseline_mb']:.0f} MB during the export"),
-        ])
+
+def report_postgres(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The wide CSV again, from the same trial in PostgreSQL (loaded with COPY, then analysed)."""
+    try:
+        assessments, answers, seconds = populate(url, args.participants, args.assessments)
+        print(f"\nPostgreSQL: populated {assessments:,} completed assessments, {answers:,} answers in {seconds:.1f} s")
+        timed = _child(url, "wide", "export")
+    finally:
+        if args.keep:
+            print(f"database kept: {url}")
+        else:
+            drop_postgres_database(url)
+    print(f"wide CSV from PostgreSQL: {timed['count']:,} rows in {timed['seconds']:.2f} s "
+          f"({timed['count'] / timed['seconds']:,.0f}/s), peak RSS {timed['peak_mb']:.0f} MB "
+          f"(+{timed['peak_mb'] - timed['baseline_mb']:.0f} MB), {timed['bytes'] / 2**20:.1f} MB file")
+    return _wide_figures(timed, ", PostgreSQL")
+
+
+def _wide_figures(wide: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    from _fixtures import figure
+
+    full = wide["count"] >= 200_000  # the budget's size; smaller runs are indicative only
+    return [
+        figure(f"Export wide CSV{where}, {wide['count']:,} assessments", wide["seconds"], "s",
+               budget=f"< {TARGET_SECONDS:.0f} s at 200,000", passed=wide["seconds"] < TARGET_SECONDS if full else None,
+               note=f"{wide['count'] / wide['seconds']:,.0f} rows/s"),
+        figure(f"Export wide CSV peak memory{where}, {wide['count']:,} assessments", wide["peak_mb"], "MB",
+               budget=f"< {TARGET_MB:.0f} MB at 200,000", passed=wide["peak_mb"] < TARGET_MB if full else None,
+               note=f"process peak RSS; +{wide['peak_mb'] - wide['baseline_mb']:.0f} MB during the export"),
+    ]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ limit, and what is left of the whole run's); at the end of its time it is interr
 
 PostgreSQL (``127.0.0.1:5432`` as user ``postgres``, or ``PRO_BENCH_POSTGRES_URL``): when it
 answers, the scripts measure on it too, each in a database of its own that is dropped at the
-end (``bench_dashboard``, ``bench_web``); when it does not, they measure SQLite only and the
+end (``bench_dashboard``, ``bench_web``, ``bench_export``); when it does not, they measure SQLite only and the
 table says so. The exit status is 1 when a script failed or timed out (figures over budget
 are in the table, not in the exit status).
 """
@@ -70,7 +70,9 @@ SCRIPTS: dict[str, Settings] = {
     "dashboard.py": Settings(quick=("--participants", "2000", "--runs", "10"), timeout=480, quick_timeout=120,
                              postgres_env="PRO_BENCH_DATABASE_URL", postgres_database="bench_dashboard",
                              no_postgres_flag="--no-postgres"),
-    "export.py": Settings(quick=("--participants", "1000", "--no-trace"), timeout=480, quick_timeout=90),
+    "export.py": Settings(quick=("--participants", "1000", "--no-trace"), timeout=600, quick_timeout=120,
+                          postgres_env="PRO_BENCH_EXPORT_DATABASE_URL", postgres_database="bench_export",
+                          no_postgres_flag="--no-postgres"),
     "web.py": Settings(quick=("--quick",), timeout=480, quick_timeout=150,
                        postgres_env="PRO_BENCH_WEB_DATABASE_URL", postgres_database="bench_web",
                        no_postgres_flag="--no-postgres"),

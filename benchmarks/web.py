@@ -83,11 +83,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from _fixtures import figure, fresh_postgres_url, print_figures_json, temporary_sqlite_url
+from _fixtures import drop_postgres_database, figure, optional_postgres_url, print_figures_json, temporary_sqlite_url
 from loadgen import latency_summary
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from pro_app import create_app
 from pro_app.db.engine import make_engine, make_session_factory
@@ -1002,28 +1001,8 @@ def measure_startup(folder: Path, *, runs: int = 2) -> list[dict[str, Any]]:
 
 
 def postgres_url(args: argparse.Namespace) -> str | None:
-    """The dedicated PostgreSQL database (fresh), or None when none is configured and the default is down."""
-    if args.no_postgres:
-        return None
-    configured = os.environ.get("PRO_BENCH_WEB_DATABASE_URL")
-    try:
-        return fresh_postgres_url(configured or DEFAULT_POSTGRES)
-    except OperationalError as error:
-        if configured:
-            raise
-        print(f"PostgreSQL skipped: {DEFAULT_POSTGRES} is not reachable ({type(error).__name__})")
-        return None
-
-
-def drop_database(url: str) -> None:
-    parsed = make_url(url)
-    server = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as connection:
-            quoted = connection.dialect.identifier_preparer.quote(parsed.database or "")
-            connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-    finally:
-        server.dispose()
+    """The dedicated PostgreSQL database (fresh), or None (see ``optional_postgres_url``)."""
+    return optional_postgres_url("PRO_BENCH_WEB_DATABASE_URL", DEFAULT_POSTGRES, skip=args.no_postgres)
 
 
 def main() -> None:
@@ -1103,7 +1082,7 @@ def main() -> None:
         try:
             return measure_app("PostgreSQL", pg_url, args, settings, folder, ceiling)
         finally:
-            drop_database(pg_url)
+            drop_postgres_database(pg_url)
 
     ceiling: Server | None = None
     servers = ExitStack()
