@@ -155,7 +155,10 @@ def iter_records(
     """
     study = check_filters(session, filters)
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL extra_float_digits = 3"))  # floats as exact text
+        # For this transaction: floats as exact text, and instants in UTC, which psycopg then
+        # reads as ``timezone.utc`` itself; in the server's zone (even ``Etc/UTC``) psycopg and
+        # UTCDateTime would each convert every instant, a third of a wide export's time.
+        session.execute(text("SELECT set_config('extra_float_digits', '3', true), set_config('TimeZone', 'UTC', true)"))
     # Plain Core execution: the rows are tuples of values, with none of the ORM's per-row work.
     connection = session.connection()
     query = (

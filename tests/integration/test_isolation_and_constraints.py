@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
@@ -77,6 +77,21 @@ def test_subject_codes_are_unique_per_study(db_session: Session) -> None:
     db_session.add(Participant(study=study, site=study.sites[0], subject_code="P-1", timezone="UTC"))
     with pytest.raises(IntegrityError):
         db_session.flush()
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "Etc/UTC", "UTC"])
+def test_instants_come_back_in_utc_whatever_the_sessions_time_zone(db_session: Session, zone: str) -> None:
+    """psycopg returns instants in the session's zone (exports set it to UTC for speed): each
+    comes back as the same instant in ``timezone.utc`` itself, on SQLite as well."""
+    assessment = _assessment(db_session)
+    started = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=timezone.utc)
+    assessment.started_at = started
+    db_session.flush()
+    if db_session.get_bind().dialect.name == "postgresql":
+        db_session.execute(text("SELECT set_config('TimeZone', :zone, true)"), {"zone": zone})
+    value = db_session.execute(select(Assessment.started_at).where(Assessment.id == assessment.id)).scalar_one()
+    assert value == started
+    assert value.tzinfo is timezone.utc
 
 
 def test_naive_datetimes_are_refused_and_instants_come_back_in_utc(db_session: Session) -> None:
