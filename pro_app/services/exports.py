@@ -157,8 +157,11 @@ def iter_records(
     if session.get_bind().dialect.name == "postgresql":
         # For this transaction: floats as exact text, and instants in UTC, which psycopg then
         # reads as ``timezone.utc`` itself; in the server's zone (even ``Etc/UTC``) psycopg and
-        # UTCDateTime would each convert every instant, a third of a wide export's time.
-        session.execute(text("SELECT set_config('extra_float_digits', '3', true), set_config('TimeZone', 'UTC', true)"))
+        # UTCDateTime would each convert every instant (UTCDateTime's share alone was 17% of a
+        # wide export's time).
+        session.execute(text(
+            "SELECT set_config('extra_float_digits', '3', true), set_config('TimeZone', 'UTC', true)"
+        ))
     # Plain Core execution: the rows are tuples of values, with none of the ORM's per-row work.
     connection = session.connection()
     query = (
