@@ -74,8 +74,9 @@ def make_engine(
     transaction handling is switched off and ``BEGIN`` emitted explicitly, as SQLAlchemy
     documents, so that SAVEPOINTs (used by tests and nested service calls) behave.
 
-    PostgreSQL: a pooled connection that sat idle for more than ``ping_idle_after_ms`` is
-    checked before use (:func:`_ping_idle_connections`).
+    PostgreSQL: every connection's session works in UTC (:func:`_configure_postgresql`), and
+    a pooled connection that sat idle for more than ``ping_idle_after_ms`` is checked before
+    use (:func:`_ping_idle_connections`).
     """
     # Parameters and result rows carry answers, contact details and password hashes: never
     # in logs or error messages, whatever the log level (statements themselves still are).
@@ -91,6 +92,8 @@ def make_engine(
         _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
     engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        _configure_postgresql(engine)
     if not kwargs.get("pool_pre_ping"):
         _ping_idle_connections(engine, ping_idle_after_ms / 1000)
     return engine
@@ -154,6 +157,26 @@ def _never_log_rows() -> None:
     logger = logging.getLogger("sqlalchemy.engine.Engine")
     if not any(isinstance(f, _NoResultRows) for f in logger.filters):
         logger.addFilter(_NoResultRows())
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    """Each new connection's session time zone is UTC, whatever the server's ``TimeZone``.
+
+    Instants are stored as ``timestamptz`` and the app only ever wants them in UTC. psycopg
+    returns them in the session's zone, and only a zone named ``UTC`` gives ``timezone.utc``
+    directly: in any other (``Etc/UTC``, Debian's default, included) psycopg converts every
+    instant read, and :class:`~pro_app.db.types.UTCDateTime` then converts it back to UTC.
+    Set once per connection (not as a startup option, which connection poolers such as
+    PgBouncer refuse by default)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            dbapi_connection.execute("SET TIME ZONE 'UTC'")
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

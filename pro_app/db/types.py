@@ -62,9 +62,10 @@ def _from_sqlite_text(value: Any) -> datetime | None:
 
 def _in_utc(value: Any) -> datetime | None:
     """An instant in ``timezone.utc`` (a naive one is taken as UTC). psycopg gives instants in
-    the session's time zone: ``timezone.utc`` itself when that is UTC (exports set it so), and
-    nothing is converted; in any other zone (``Etc/UTC`` included) each is converted, which was
-    17% of a wide export's time from PostgreSQL."""
+    the session's time zone: ``timezone.utc`` itself when that is UTC (the app's connections
+    set it so, see :func:`pro_app.db.engine.make_engine`), and nothing is converted; in any
+    other zone (``Etc/UTC`` included) each is converted, which was 17% of a wide export's time
+    from PostgreSQL."""
     if value is None:
         return None
     instant: datetime = value

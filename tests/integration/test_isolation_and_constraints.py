@@ -9,7 +9,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
+from pro_app.db.engine import make_engine
 from pro_app.db.models import Answer, Assessment, Participant, Site, Study
+from tests.conftest import POSTGRES_URL
 
 
 def _study(session: Session) -> Study:
@@ -92,6 +94,30 @@ def test_instants_come_back_in_utc_whatever_the_sessions_time_zone(db_session: S
     value = db_session.execute(select(Assessment.started_at).where(Assessment.id == assessment.id)).scalar_one()
     assert value == started
     assert value.tzinfo is timezone.utc
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL: PRO_TEST_DATABASE_URL is not set")
+def test_every_postgresql_connection_works_in_utc_whatever_the_servers_zone() -> None:
+    """The server's zone here is Asia/Kathmandu (+05:45, as a startup option): the app's
+    connections still read instants as ``timezone.utc`` itself, in a transaction or not, and
+    a connection's autocommit setting is left as the pool gave it."""
+    assert POSTGRES_URL is not None
+    engine = make_engine(POSTGRES_URL, connect_args={"options": "-c TimeZone=Asia/Kathmandu"})
+    try:
+        for isolation in ("READ COMMITTED", "AUTOCOMMIT"):
+            with engine.connect().execution_options(isolation_level=isolation) as connection:
+                assert connection.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+                driver = connection.connection.dbapi_connection
+                assert driver is not None
+                assert driver.autocommit is (isolation == "AUTOCOMMIT")
+                instant = driver.execute("SELECT TIMESTAMPTZ '2026-03-29 01:30:15.123456+00'").fetchone()[0]
+                assert instant == datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=timezone.utc)
+                assert instant.tzinfo is timezone.utc
+        engine.dispose()  # new connections get the same setting
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+    finally:
+        engine.dispose()
 
 
 def test_naive_datetimes_are_refused_and_instants_come_back_in_utc(db_session: Session) -> None:
