@@ -89,9 +89,11 @@ def make_engine(
         if _fcntl is not None and parsed.database not in (None, "", ":memory:"):
             connect_args.setdefault("factory", QueuedWriterConnection)
         engine = create_engine(url, **kwargs)
+        _note_lost_connections(engine)
         _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
     engine = create_engine(url, **kwargs)
+    _note_lost_connections(engine)
     if parsed.get_backend_name() == "postgresql":
         _configure_postgresql(engine)
     if not kwargs.get("pool_pre_ping"):
@@ -112,6 +114,18 @@ def note_disconnect(engine: Engine) -> None:
     connection, every connection the pool holds now is suspect, so each is checked before it is
     used again (a dead one is replaced, see :func:`_ping_idle_connections`)."""
     _LOST_AT[engine.pool] = time.monotonic()
+
+
+def _note_lost_connections(engine: Engine) -> None:
+    """A connection SQLAlchemy invalidated after an error (a lost connection, mostly) makes
+    every other connection suspect too, as :func:`note_disconnect` does for the driver's own
+    statements: SQLAlchemy renews the pool's connections at their next checkout, and this
+    tells those checked out at the time (a :class:`KeptConnection`) to check theirs."""
+
+    @event.listens_for(engine, "invalidate")
+    def _invalidated(_dbapi_connection: Any, _record: Any, exception: BaseException | None) -> None:
+        if exception is not None:
+            _LOST_AT[engine.pool] = time.monotonic()
 
 
 def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
@@ -144,6 +158,117 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
             raise DisconnectionError("a pooled connection died while idle") from error
         if not alive:
             raise DisconnectionError("a pooled connection died while idle")
+
+
+def driver_idle(dbapi_connection: Any) -> bool:
+    """Whether the driver's connection is open, usable and in no transaction (psycopg's
+    ``info.transaction_status`` is IDLE; sqlite3's ``in_transaction`` is false)."""
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        return False
+    status = getattr(getattr(dbapi_connection, "info", None), "transaction_status", None)
+    if status is not None:
+        return bool(status.name == "IDLE")
+    return not getattr(dbapi_connection, "in_transaction", True)
+
+
+class KeptConnection:
+    """One pooled connection outside a transaction, kept out of the pool between the requests
+    that read that way, instead of being returned after each and checked out again.
+
+    The patient's page views and the first part of their saves read outside a transaction
+    (``AUTOCOMMIT`` on PostgreSQL, no ``BEGIN`` on SQLite). Checking a connection out of
+    SQLAlchemy's pool, giving it those execution options, and handing it back (which resets its
+    isolation level and rolls back) was a tenth of the CPU of a question page on PostgreSQL
+    (docs/performance.md). A sync worker serves one request after another, so the connection
+    the last one released is handed to the next as it is.
+
+    At most one connection is kept (any thread may take it), and only one exactly as
+    :meth:`connect` handed it out: still open and valid, with the same execution options (a
+    request that began writing on it, or changed its options, returns it to the pool), and in
+    no transaction on the driver's side (SQLAlchemy's record of one, which sends no ``BEGIN``
+    with these options, is rolled back as the pool would on return). A connection kept longer than
+    ``idle_seconds``, or kept before a connection of the pool was found lost, is checked with a
+    ping before use, as the pool checks a connection idle that long (``_ping_idle_connections``);
+    a dead one is dropped and the pool's connections are checked in turn. ``idle_seconds <= 0``
+    keeps nothing. A kept connection is closed by ``Engine.dispose()`` and by :meth:`close`, and
+    never used by a process forked after it was kept.
+    """
+
+    def __init__(self, engine: Engine, options: dict[str, Any], *, idle_seconds: float) -> None:
+        self._engine = engine
+        self._options = dict(options)
+        self._idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        #: The connection, when it was kept (monotonic seconds) and by which process.
+        self._kept: tuple[Connection, float, int] | None = None
+        event.listen(engine, "engine_disposed", self._on_dispose)
+
+    def connect(self) -> Connection:
+        """The kept connection when it may be used as it is, else one checked out of the pool."""
+        connection = self._take()
+        if connection is None:
+            connection = self._engine.connect().execution_options(**self._options)
+        return connection
+
+    def release(self, connection: Connection) -> None:
+        """The end of a request's use of ``connection`` (from :meth:`connect`): kept for the next
+        request when it is as it was handed out and none is kept, else returned to the pool."""
+        if self._idle_seconds > 0 and self._reusable(connection):
+            with self._lock:
+                if self._kept is None:
+                    self._kept = (connection, time.monotonic(), os.getpid())
+                    return
+        connection.close()
+
+    def close(self) -> None:
+        """Return the kept connection (if any, and this process's) to the pool."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is not None and kept[2] == os.getpid():
+            kept[0].close()
+
+    def _on_dispose(self, _engine: Engine) -> None:
+        self.close()
+
+    def _take(self) -> Connection | None:
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is None:
+            return None
+        connection, kept_at, pid = kept
+        if pid != os.getpid():
+            return None  # the parent process's socket: neither used nor closed here
+        if connection.closed or connection.invalidated:
+            connection.close()
+            return None
+        stale = time.monotonic() - kept_at > self._idle_seconds or kept_at <= _LOST_AT.get(self._engine.pool, 0.0)
+        if stale and not self._alive(connection):
+            connection.invalidate()
+            connection.close()
+            note_disconnect(self._engine)
+            return None
+        return connection
+
+    def _alive(self, connection: Connection) -> bool:
+        dialect = self._engine.dialect
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None  # checked out and not invalidated
+        try:
+            return bool(dialect.do_ping(dbapi_connection))
+        except (dialect.loaded_dbapi.Error, DBAPIError):  # the driver's, or SQLAlchemy's wrapping it
+            return False
+
+    def _reusable(self, connection: Connection) -> bool:
+        if connection.closed or connection.invalidated:
+            return False
+        expected = self._engine.get_execution_options().union(self._options)
+        if connection.get_execution_options() != expected:
+            return False
+        if connection.in_transaction():
+            # SQLAlchemy's own record of statements run through it (no BEGIN was sent with
+            # these options): ended as the pool would end it on return.
+            connection.rollback()
+        return driver_idle(connection.connection.dbapi_connection)
 
 
 class _NoResultRows(logging.Filter):

@@ -21,7 +21,9 @@ ROLLBACK of every page view (round trips on PostgreSQL), and any write they atte
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
@@ -31,7 +33,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmake
 
 from pro_app.db import audit_guard
 from pro_app.db.engine import (
-    NO_TRANSACTION_OPTION, READ_ONLY_INFO, WRITE_OPTION, ReadOnlyRequest, make_durable, make_engine,
+    NO_TRANSACTION_OPTION, KeptConnection, READ_ONLY_INFO, WRITE_OPTION, ReadOnlyRequest, make_durable, make_engine,
     make_session_factory, writer_engine,
 )
 
@@ -113,6 +115,7 @@ class Database:
         app.extensions["pro_db"] = _AppDatabase(
             engine, reader=make_session_factory(engine, info=guard),
             writer=make_session_factory(writer_engine(engine), info=guard),
+            keep_idle_seconds=app.config["DATABASE_PING_IDLE_MS"] / 1000,
         )
         app.teardown_appcontext(self._close_session)
 
@@ -147,11 +150,12 @@ class Database:
     @staticmethod
     def _reading_connection(state: _AppDatabase) -> Connection | None:
         """A pooled connection outside a transaction, kept for the request, when the request
-        reads that way: a page view marked :func:`reads_only`, or on SQLite the reading part of
-        a request marked :func:`reads_first`. None for anything else."""
+        reads that way: a page view marked :func:`reads_only`, or the reading part of a request
+        marked :func:`reads_first`. None for anything else. It is the one the previous such
+        request released, when that one left it as it got it (:class:`KeptConnection`)."""
         if not state.sessions_on_engine or not (_reads_only() or _reads_first()):
             return None
-        connection = state.engine.connect().execution_options(**state.outside_transaction)
+        connection = state.reading.connect()
         setattr(g, _G_CONNECTION_KEY, connection)
         return connection
 
@@ -246,22 +250,31 @@ class Database:
         return session
 
     @staticmethod
-    def _close_session(_exc: BaseException | None) -> None:
-        for closable in (g.pop(_G_KEY, None), g.pop(_G_CONNECTION_KEY, None)):  # the session first
-            if closable is None:
-                continue
-            try:
-                closable.close()
-            except DBAPIError as error:
-                # The connection died after the response was made (database restarted, or its
-                # connections terminated): the transaction ended with it and the pool drops
-                # the connection; the finished response must not become an error page.
-                if not error.connection_invalidated:
-                    raise
+    def _close_session(exc: BaseException | None) -> None:
+        session: Session | None = g.pop(_G_KEY, None)
+        reading: Connection | None = g.pop(_G_CONNECTION_KEY, None)
+        if session is not None:  # the session first: it may hold the reading connection's transaction
+            _closed_as_done(session.close)
+        if reading is not None:
+            # Kept for the next request as it is (see KeptConnection), unless this one failed.
+            _closed_as_done(reading.close if exc is not None else partial(Database.state().reading.release, reading))
+
+
+def _closed_as_done(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except DBAPIError as error:
+        # The connection died after the response was made (database restarted, or its
+        # connections terminated): the transaction ended with it and the pool drops
+        # the connection; the finished response must not become an error page.
+        if not error.connection_invalidated:
+            raise
 
 
 class _AppDatabase:
-    def __init__(self, engine: Engine, *, reader: sessionmaker[Session], writer: sessionmaker[Session]) -> None:
+    def __init__(
+        self, engine: Engine, *, reader: sessionmaker[Session], writer: sessionmaker[Session], keep_idle_seconds: float
+    ) -> None:
         self.engine = engine
         self.reader: Any = reader
         self.writer: Any = writer
@@ -273,8 +286,15 @@ class _AppDatabase:
         )
         #: SQLite: a writing transaction takes the database's write lock up front.
         self.locks_to_write = engine.dialect.name == "sqlite"
+        #: Where requests that read outside a transaction get their connection: the one the
+        #: request before released, while it was used less than ``keep_idle_seconds`` ago (the
+        #: pool's own idle check, ``PRO_DATABASE_PING_IDLE_MS``), else one from the pool.
+        self.reading = KeptConnection(engine, self.outside_transaction, idle_seconds=keep_idle_seconds)
+        # An app dropped without its engine being disposed (tests make many) returns it too.
+        weakref.finalize(self, self.reading.close)
 
     def use_session_factory(self, factory: Any) -> None:
         """Serve every session from ``factory`` (tests bind it to a rolled-back transaction)."""
         self.reader = self.writer = factory
         self.sessions_on_engine = False
+        self.reading.close()
