@@ -197,6 +197,8 @@ class KeptConnection:
     def __init__(self, engine: Engine, options: dict[str, Any], *, idle_seconds: float) -> None:
         self._engine = engine
         self._options = dict(options)
+        #: Its execution options as handed out (a change of the engine's own makes none match).
+        self._handed_out = engine.get_execution_options().union(self._options)
         self._idle_seconds = idle_seconds
         self._lock = threading.Lock()
         #: The connection, when it was kept (monotonic seconds) and by which process.
@@ -261,8 +263,7 @@ class KeptConnection:
     def _reusable(self, connection: Connection) -> bool:
         if connection.closed or connection.invalidated:
             return False
-        expected = self._engine.get_execution_options().union(self._options)
-        if connection.get_execution_options() != expected:
+        if connection.get_execution_options() != self._handed_out:
             return False
         if connection.in_transaction():
             # SQLAlchemy's own record of statements run through it (no BEGIN was sent with

@@ -112,6 +112,26 @@ def test_outside_a_transaction_a_direct_read_begins_none(engine: Engine) -> None
         assert plain.in_transaction()
 
 
+def test_direct_statements_of_a_connection_share_one_driver_cursor(engine: Engine) -> None:
+    """One cursor per driver connection, kept across checkouts; a failed statement leaves it
+    usable; a new driver connection (after invalidation) gets its own."""
+    read = DirectRead(select(literal_column("1").label("one")))
+    with _outside_a_transaction(engine) as reading:
+        assert read.all(reading, {}) == [(1,)]
+        driver, cursor = reading.connection.info[direct._CURSOR]
+        assert driver is reading.connection.dbapi_connection
+        assert read.all(reading, {}) == [(1,)]
+        assert reading.connection.info[direct._CURSOR][1] is cursor
+        if engine.dialect.name == "postgresql":  # SQLite divides by zero without an error
+            with pytest.raises(DBAPIError):
+                DirectRead(select((literal_column("1") / literal_column("0")).label("nothing"))).all(reading, {})
+            assert read.all(reading, {}) == [(1,)] and reading.connection.info[direct._CURSOR][1] is cursor
+        reading.invalidate()
+        assert read.all(reading, {}) == [(1,)]  # on a new driver connection
+        renewed = reading.connection.info[direct._CURSOR]
+        assert renewed[0] is reading.connection.dbapi_connection and renewed[1] is not cursor
+
+
 def test_statements_watched_or_logged_go_through_sqlalchemy(connection: Connection) -> None:
     read = DirectRead(select(literal_column("1").label("one")))
     seen: list[str] = []
