@@ -256,7 +256,8 @@ class Database:
         if session is not None:  # the session first: it may hold the reading connection's transaction
             _closed_as_done(session.close)
         if reading is not None:
-            # Kept for the next request as it is (see KeptConnection), unless this one failed.
+            # Kept for the next request when it is as it was handed out (KeptConnection checks);
+            # returned to the pool after an exception no error handler took.
             _closed_as_done(reading.close if exc is not None else partial(Database.state().reading.release, reading))
 
 
